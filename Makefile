@@ -1,0 +1,47 @@
+# `make demo` and `make test` set everything up on first use (a virtual environment in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# A machine with an NVIDIA driver keeps PyPI's CUDA build of torch; any other machine gets the
+# CPU build (2.13.0, the version the suite is tested with). On a CPU-only Linux machine outside
+# this project's workplace, add TORCH_INDEX=https://download.pytorch.org/whl/cpu to avoid the
+# multi-GB CUDA wheels.
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_SPEC ?= $(if $(HAS_CUDA),torch>=2.4,torch==2.13.0)
+TORCH_INDEX ?=
+
+# Offline machines of this project: tokenizer caches and data sets from ../shared.
+SHARED_ENV := $(wildcard ../shared/offline/env.sh)
+RUN := $(if $(SHARED_ENV),. $(abspath $(SHARED_ENV)) &&) PYTHONUNBUFFERED=1
+
+.PHONY: install demo test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(RUN) $(PY) examples/demo.py --output_dir out/demo
+
+test: $(STAMP)
+	$(RUN) $(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(RUN) $(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: $(STAMP)
+	$(RUN) $(PY) benchmarks/bench_cpu.py
+
+clean:
+	rm -rf $(VENV) out

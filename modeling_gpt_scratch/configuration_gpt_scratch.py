@@ -1,0 +1,159 @@
+"""Configuration of the GPT from *Build a Large Language Model (From Scratch)*, chapter 4.
+
+The field names are the book's (`emb_dim`, `n_heads`, ...); `attribute_map` gives the standard
+Hugging Face names (`hidden_size`, `num_attention_heads`, ...) so that `generate`, the caches and
+the Trainer find what they look for.
+"""
+
+import copy
+
+from transformers import PretrainedConfig
+
+# The book's own dictionary (chapter 4), kept verbatim so book code can be pasted as is.
+GPT_CONFIG_124M = {
+    "vocab_size": 50257,
+    "context_length": 1024,
+    "emb_dim": 768,
+    "n_heads": 12,
+    "n_layers": 12,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+
+# OpenAI's GPT-2 release: biased Q/K/V, no dropout, output head tied to the token embedding.
+_GPT2 = {"vocab_size": 50257, "context_length": 1024, "drop_rate": 0.0, "qkv_bias": True, "tie_word_embeddings": True}
+
+PRESETS = {
+    "gpt2-small": {**_GPT2, "emb_dim": 768, "n_layers": 12, "n_heads": 12},  # 124M
+    "gpt2-medium": {**_GPT2, "emb_dim": 1024, "n_layers": 24, "n_heads": 16},  # 355M
+    "gpt2-large": {**_GPT2, "emb_dim": 1280, "n_layers": 36, "n_heads": 20},  # 774M
+    "gpt2-xl": {**_GPT2, "emb_dim": 1600, "n_layers": 48, "n_heads": 25},  # 1558M
+    # The book's chapter-4/5 model: untied head (163M parameters), no Q/K/V bias, dropout 0.1.
+    "GPT_CONFIG_124M": {**GPT_CONFIG_124M, "tie_word_embeddings": False},
+    # A few-MB model for demos and tests on a laptop CPU.
+    "tiny": {
+        "vocab_size": 50257,
+        "context_length": 256,
+        "emb_dim": 128,
+        "n_heads": 4,
+        "n_layers": 4,
+        "drop_rate": 0.1,
+        "qkv_bias": False,
+        "tie_word_embeddings": True,
+    },
+}
+
+# Written into every saved config, so a folder loads with `trust_remote_code=True` through any
+# Auto class even when this package is not installed.
+AUTO_MAP = {
+    "AutoConfig": "configuration_gpt_scratch.GPTScratchConfig",
+    "AutoModel": "modeling_gpt_scratch.GPTScratchModel",
+    "AutoModelForCausalLM": "modeling_gpt_scratch.GPTScratchForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_gpt_scratch.GPTScratchForSequenceClassification",
+}
+
+EOT_ID = 50256  # <|endoftext|>, also the book's padding id
+
+
+class GPTScratchConfig(PretrainedConfig):
+    """The book's `GPT_CONFIG_124M` dictionary as a `PretrainedConfig`.
+
+    Defaults are the book's chapter-4 model (untied head). `GPTScratchConfig.from_preset("gpt2-small")`
+    gives the shape of OpenAI's GPT-2 checkpoints.
+    """
+
+    model_type = "gpt_scratch"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "hidden_size": "emb_dim",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "n_layers",
+        "max_position_embeddings": "context_length",
+    }
+
+    def __init__(
+        self,
+        vocab_size=50257,
+        context_length=1024,
+        emb_dim=768,
+        n_heads=12,
+        n_layers=12,
+        drop_rate=0.1,
+        qkv_bias=False,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        tie_word_embeddings=False,
+        use_cache=True,
+        bos_token_id=EOT_ID,
+        eos_token_id=EOT_ID,
+        pad_token_id=EOT_ID,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.context_length = context_length
+        self.emb_dim = emb_dim
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.drop_rate = drop_rate
+        self.qkv_bias = qkv_bias
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.use_cache = use_cache
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
+        super().__init__(
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+        self.tie_word_embeddings = tie_word_embeddings
+        self._validate()
+
+    def _validate(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTScratchConfig: `{name}` must be a positive integer, got {value!r}.")
+        if self.emb_dim % self.n_heads != 0:
+            divisors = [h for h in range(1, min(self.emb_dim, 64) + 1) if self.emb_dim % h == 0]
+            raise ValueError(
+                f"GPTScratchConfig: `emb_dim` ({self.emb_dim}) must be divisible by `n_heads` ({self.n_heads}) "
+                f"so each head gets emb_dim // n_heads dimensions; choose n_heads among {divisors} "
+                f"or change emb_dim to a multiple of {self.n_heads}."
+            )
+        if not 0.0 <= float(self.drop_rate) < 1.0:
+            raise ValueError(
+                f"GPTScratchConfig: `drop_rate` must be in [0, 1), got {self.drop_rate!r} "
+                "(0.1 as in the book for pretraining, 0.0 for OpenAI's weights)."
+            )
+        if not float(self.layer_norm_epsilon) > 0:
+            raise ValueError(f"GPTScratchConfig: `layer_norm_epsilon` must be > 0, got {self.layer_norm_epsilon!r}.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GPTScratchConfig":
+        """A preset by name (`gpt2-small` ... `gpt2-xl`, `GPT_CONFIG_124M`, `tiny`), with overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+        return cls(**{**copy.deepcopy(PRESETS[name]), **overrides})
+
+    @classmethod
+    def from_book_dict(cls, book_config: dict, **overrides) -> "GPTScratchConfig":
+        """The book's config dictionary (`GPT_CONFIG_124M` and the like) as a config."""
+        known = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"}
+        missing = sorted(known - set(book_config))
+        if missing:
+            raise ValueError(f"The book's config dictionary lacks {', '.join(missing)} (it needs {sorted(known)}).")
+        return cls(**{k: book_config[k] for k in known}, **overrides)
+
+    def to_book_dict(self) -> dict:
+        """The config as the book's dictionary, for book code (`GPTModel(cfg)`)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "context_length": self.context_length,
+            "emb_dim": self.emb_dim,
+            "n_heads": self.n_heads,
+            "n_layers": self.n_layers,
+            "drop_rate": self.drop_rate,
+            "qkv_bias": self.qkv_bias,
+        }
