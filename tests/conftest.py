@@ -1,0 +1,38 @@
+"""Shared fixtures: the public data in ../shared (see ../shared/data/README.md), tiny models, and
+writable caches so tests never touch the user's Hub or datasets cache."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    path = Path(os.environ.get("GPT_SCRATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data; required in CI, a skip with the reason elsewhere."""
+    path = shared_data_dir()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs ../shared/data (or GPT_SCRATCH_SHARED_DATA) beside the checkout.")
+        pytest.skip("the public data sets are not here: set GPT_SCRATCH_SHARED_DATA or put ../shared/data beside the repo")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _writable_caches(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "caches"
+    monkeypatch.setenv("HF_MODULES_CACHE", str(cache / "modules"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
