@@ -13,8 +13,8 @@ from transformers import (
 
 from .configuration_gpt_scratch import GPT_CONFIG_124M, PRESETS, GPTScratchConfig
 from .modeling_gpt_scratch import (
-    FeedForward,
     GELU,
+    FeedForward,
     GPTScratchForCausalLM,
     GPTScratchForSequenceClassification,
     GPTScratchModel,
@@ -27,7 +27,9 @@ from .modeling_gpt_scratch import (
 AutoConfig.register(GPTScratchConfig.model_type, GPTScratchConfig, exist_ok=True)
 AutoModel.register(GPTScratchConfig, GPTScratchModel, exist_ok=True)
 AutoModelForCausalLM.register(GPTScratchConfig, GPTScratchForCausalLM, exist_ok=True)
-AutoModelForSequenceClassification.register(GPTScratchConfig, GPTScratchForSequenceClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    GPTScratchConfig, GPTScratchForSequenceClassification, exist_ok=True
+)
 
 # `save_pretrained` copies this package's config and modeling files next to the weights.
 GPTScratchConfig.register_for_auto_class()

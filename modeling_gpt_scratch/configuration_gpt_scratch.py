@@ -21,7 +21,13 @@ GPT_CONFIG_124M = {
 }
 
 # OpenAI's GPT-2 release: biased Q/K/V, no dropout, output head tied to the token embedding.
-_GPT2 = {"vocab_size": 50257, "context_length": 1024, "drop_rate": 0.0, "qkv_bias": True, "tie_word_embeddings": True}
+_GPT2 = {
+    "vocab_size": 50257,
+    "context_length": 1024,
+    "drop_rate": 0.0,
+    "qkv_bias": True,
+    "tie_word_embeddings": True,
+}
 
 PRESETS = {
     "gpt2-small": {**_GPT2, "emb_dim": 768, "n_layers": 12, "n_heads": 12},  # 124M
@@ -128,7 +134,9 @@ class GPTScratchConfig(PretrainedConfig):
                 "(0.1 as in the book for pretraining, 0.0 for OpenAI's weights)."
             )
         if not float(self.layer_norm_epsilon) > 0:
-            raise ValueError(f"GPTScratchConfig: `layer_norm_epsilon` must be > 0, got {self.layer_norm_epsilon!r}.")
+            raise ValueError(
+                f"GPTScratchConfig: `layer_norm_epsilon` must be > 0, got {self.layer_norm_epsilon!r}."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "GPTScratchConfig":
@@ -143,7 +151,9 @@ class GPTScratchConfig(PretrainedConfig):
         known = {"vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"}
         missing = sorted(known - set(book_config))
         if missing:
-            raise ValueError(f"The book's config dictionary lacks {', '.join(missing)} (it needs {sorted(known)}).")
+            raise ValueError(
+                f"The book's config dictionary lacks {', '.join(missing)} (it needs {sorted(known)})."
+            )
         return cls(**{k: book_config[k] for k in known}, **overrides)
 
     def to_book_dict(self) -> dict:

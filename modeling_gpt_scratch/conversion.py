@@ -57,7 +57,9 @@ def config_from_gpt2(gpt2_config: GPT2Config, **overrides) -> GPTScratchConfig:
         tie_word_embeddings=getattr(gpt2_config, "tie_word_embeddings", True),
         bos_token_id=gpt2_config.bos_token_id,
         eos_token_id=gpt2_config.eos_token_id,
-        pad_token_id=gpt2_config.pad_token_id if gpt2_config.pad_token_id is not None else gpt2_config.eos_token_id,
+        pad_token_id=gpt2_config.pad_token_id
+        if gpt2_config.pad_token_id is not None
+        else gpt2_config.eos_token_id,
     )
     kwargs.update(overrides)
     return GPTScratchConfig(**kwargs)

@@ -187,7 +187,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
         self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
         self.drop_emb = nn.Dropout(config.drop_rate)
-        self.trf_blocks = nn.ModuleList([TransformerBlock(config, layer_idx=i) for i in range(config.n_layers)])
+        self.trf_blocks = nn.ModuleList(
+            [TransformerBlock(config, layer_idx=i) for i in range(config.n_layers)]
+        )
         self.final_norm = LayerNorm(config.emb_dim, eps=config.layer_norm_epsilon)
         self.gradient_checkpointing = False
         self.post_init()
@@ -224,7 +226,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         if past_key_values is not None and not isinstance(past_key_values, Cache):
-            raise TypeError("`past_key_values` must be a transformers `Cache` (e.g. `DynamicCache`), not a tuple.")
+            raise TypeError(
+                "`past_key_values` must be a transformers `Cache` (e.g. `DynamicCache`), not a tuple."
+            )
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         padded = attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask.all())
@@ -232,7 +236,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             if padded:  # positions follow the mask, so a left-padded row sees what it sees alone
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -num_tokens:]
             else:
-                position_ids = torch.arange(past_len, past_len + num_tokens, device=inputs_embeds.device)[None]
+                position_ids = torch.arange(past_len, past_len + num_tokens, device=inputs_embeds.device)[
+                    None
+                ]
             last_position = past_len + num_tokens - 1 if not padded else int(position_ids.max())
         else:
             last_position = int(position_ids.max())
@@ -251,7 +257,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         for block in self.trf_blocks:
             if output_hidden_states:
                 all_hidden_states += (x,)
-            x, attn_weights = block(x, mask=mask, past_key_values=past_key_values, output_attentions=output_attentions)
+            x, attn_weights = block(
+                x, mask=mask, past_key_values=past_key_values, output_attentions=output_attentions
+            )
             if output_attentions:
                 all_attentions += (attn_weights,)
         x = self.final_norm(x)
@@ -290,7 +298,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             )
         if not padded and self.config._attn_implementation != "eager" and (past_len == 0 or num_tokens == 1):
             return None
-        mask = torch.ones(num_tokens, kv_len, dtype=torch.bool, device=device).tril(diagonal=past_len)[None, None]
+        mask = torch.ones(num_tokens, kv_len, dtype=torch.bool, device=device).tril(diagonal=past_len)[
+            None, None
+        ]
         if padded:
             mask = mask & attention_mask[:, None, None, :].bool()
             # A padding token sees nothing; let it see everything instead of dividing 0 by 0 (NaN). Its

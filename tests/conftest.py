@@ -22,7 +22,9 @@ def shared_data():
     if path is None:
         if os.environ.get("CI"):
             pytest.fail("CI needs ../shared/data (or GPT_SCRATCH_SHARED_DATA) beside the checkout.")
-        pytest.skip("the public data sets are not here: set GPT_SCRATCH_SHARED_DATA or put ../shared/data beside the repo")
+        pytest.skip(
+            "the public data sets are not here: set GPT_SCRATCH_SHARED_DATA or put ../shared/data beside the repo"
+        )
     return path
 
 

@@ -32,7 +32,9 @@ VOCAB = 500
 
 
 def tiny_config(**overrides):
-    cfg = dict(vocab_size=VOCAB, context_length=64, emb_dim=48, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True)
+    cfg = dict(
+        vocab_size=VOCAB, context_length=64, emb_dim=48, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True
+    )
     cfg.update(overrides)
     return GPTScratchConfig(**cfg)
 
@@ -181,7 +183,9 @@ def test_greedy_and_beam_search_equal_gpt2(attn):
 def test_sampling_equals_gpt2_with_same_seed():
     hf, ours = paired_models()
     prompt = torch.randint(1, VOCAB, (1, 5))
-    kwargs = dict(do_sample=True, temperature=1.4, top_k=25, top_p=0.9, repetition_penalty=1.3, max_new_tokens=20)
+    kwargs = dict(
+        do_sample=True, temperature=1.4, top_k=25, top_p=0.9, repetition_penalty=1.3, max_new_tokens=20
+    )
     torch.manual_seed(123)
     expected = hf.generate(prompt, **kwargs)
     torch.manual_seed(123)
@@ -260,7 +264,9 @@ def test_save_and_load_round_trip(tmp_path, tie):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "gpt_scratch"
     assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_gpt_scratch.GPTScratchForCausalLM"
-    assert (tmp_path / "modeling_gpt_scratch.py").is_file() and (tmp_path / "configuration_gpt_scratch.py").is_file()
+    assert (tmp_path / "modeling_gpt_scratch.py").is_file() and (
+        tmp_path / "configuration_gpt_scratch.py"
+    ).is_file()
 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is GPTScratchForCausalLM
@@ -306,7 +312,9 @@ def test_remote_code_without_the_package(tmp_path):
         """
     )
     env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(expected)
 
@@ -331,7 +339,9 @@ def test_classifier_pools_last_real_token_left_or_right_padding():
 
 
 def test_classifier_matches_gpt2_classifier_on_unpadded_input():
-    g2c = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=48, n_layer=2, n_head=4, num_labels=3, pad_token_id=0)
+    g2c = GPT2Config(
+        vocab_size=VOCAB, n_positions=64, n_embd=48, n_layer=2, n_head=4, num_labels=3, pad_token_id=0
+    )
     hf = GPT2ForSequenceClassification(g2c).eval()
     cfg = config_from_gpt2(g2c, num_labels=3)
     clf = GPTScratchForSequenceClassification(cfg).eval()
@@ -389,7 +399,9 @@ def test_gpt2_initialization():
     residual_std = 0.02 / (2 * 8) ** 0.5
     assert abs(block.att.out_proj.weight.std().item() - residual_std) < 0.001
     assert abs(block.ff.layers[2].weight.std().item() - residual_std) < 0.001
-    assert torch.equal(block.norm1.scale, torch.ones(256)) and torch.equal(block.att.out_proj.bias, torch.zeros(256))
+    assert torch.equal(block.norm1.scale, torch.ones(256)) and torch.equal(
+        block.att.out_proj.bias, torch.zeros(256)
+    )
 
 
 def test_trainer_lowers_the_loss(tmp_path):
