@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBa
 GPT2_HUB_ID = "openai-community/gpt2"
 EOT = "<|endoftext|>"
 GPT2_VOCAB_SIZE = 50257
+GPT2_MERGES = 50000  # lines of vocab.bpe after its "#version" header
 
 
 def get_tiktoken_encoding(name: str = "gpt2") -> tiktoken.Encoding:
@@ -68,7 +69,23 @@ def tokenizer_from_openai_files(encoder_json: str, vocab_bpe: str) -> PreTrained
         vocab = json.load(f)
     with open(vocab_bpe, encoding="utf-8") as f:
         lines = f.read().split("\n")
-    merges = [tuple(line.split(" ")) for line in lines[1:] if line and not line.startswith("#version")]
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    # Check the sizes first: a cut-short vocabulary fails inside `tokenizers` with a bare Exception,
+    # and cut-short merges would build a tokenizer that quietly splits words differently.
+    if not isinstance(vocab, dict):
+        raise ValueError(
+            f"{encoder_json} holds a JSON {type(vocab).__name__}; expected GPT-2's token -> id object."
+        )
+    if len(vocab) != GPT2_VOCAB_SIZE or vocab.get(EOT) != GPT2_VOCAB_SIZE - 1:
+        raise ValueError(
+            f"{encoder_json} has {len(vocab)} entries (<|endoftext|> = {vocab.get(EOT)}); "
+            f"GPT-2's encoder.json has {GPT2_VOCAB_SIZE} with <|endoftext|> = {GPT2_VOCAB_SIZE - 1}."
+        )
+    if len(merges) != GPT2_MERGES or any(len(m) != 2 for m in merges):
+        raise ValueError(
+            f"{vocab_bpe} has {len(merges)} merge lines; GPT-2's vocab.bpe has {GPT2_MERGES} "
+            f"(one per token of its {GPT2_VOCAB_SIZE} beyond the 256 bytes and <|endoftext|>), each two symbols."
+        )
     bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
