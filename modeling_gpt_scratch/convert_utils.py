@@ -137,3 +137,88 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         print("error: interrupted; no output was written.", file=sys.stderr)
         return 130
     return 0
+
+
+# ------------------------------------------- tensors and models (the book and export converters)
+
+LARGE_INPUT_BYTES = 1 << 30  # from this size on, a conversion shows a progress bar on stderr
+
+
+def tensor_bytes(tensors) -> int:
+    """The bytes the tensors of a dict (or any iterable of tensors) hold."""
+    values = tensors.values() if hasattr(tensors, "values") else tensors
+    return sum(t.numel() * t.element_size() for t in values)
+
+
+def progress_bar(total_bytes: int, desc: str):
+    """A tqdm bar on stderr counting bytes, shown only when `total_bytes >= LARGE_INPUT_BYTES`
+    (small conversions take a second and print nothing but their result)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total_bytes,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=total_bytes < LARGE_INPUT_BYTES,
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+def _shape(shape) -> str:
+    return str(list(shape))
+
+
+def check_tensors(
+    tensors: dict,
+    expected: dict,
+    source: object,
+    optional: tuple[str, ...] = (),
+    hint: Callable[[str, str], str] | None = None,
+) -> None:
+    """Check a state dict against `expected` (name -> shape); raise `ConversionError` for the first
+    missing tensor (names in `optional` may be missing), else the first of the wrong shape, else the
+    first that `expected` does not have. `hint(kind, name)`, kind "missing", "shape" or "unexpected",
+    may return a sentence to add (why, and what to do)."""
+
+    def fail(kind: str, name: str, message: str):
+        extra = hint(kind, name) if hint else ""
+        raise ConversionError(f"{source}: {message}" + (f"; {extra}" if extra else "."))
+
+    for name, shape in expected.items():
+        if name not in tensors and name not in optional:
+            fail("missing", name, f"tensor `{name}` is missing (expected shape {_shape(shape)})")
+    for name, shape in expected.items():
+        if name in tensors and tuple(tensors[name].shape) != tuple(shape):
+            fail(
+                "shape",
+                name,
+                f"tensor `{name}` has shape {_shape(tensors[name].shape)}, expected {_shape(shape)}",
+            )
+    unexpected = [name for name in tensors if name not in expected]
+    if unexpected:
+        more = f" ({len(unexpected)} unexpected in all)" if len(unexpected) > 1 else ""
+        fail("unexpected", unexpected[0], f"unexpected tensor `{unexpected[0]}`{more}")
+
+
+def model_from_state_dict(
+    model_class, config, state_dict: dict, dtype: torch.dtype, desc: str = "converting"
+):
+    """`model_class(config)` holding `state_dict` cast to `dtype`, in eval mode.
+
+    The model is built on the meta device (no throw-away random initialization) and takes the
+    tensors as they are (`assign=True`), so a memory-mapped input is read once, tensor by tensor,
+    under a progress bar for large inputs. Tied weights are tied again afterwards."""
+    cast = {}
+    with progress_bar(tensor_bytes(state_dict), desc) as bar:
+        for name, tensor in state_dict.items():
+            cast[name] = tensor.to(dtype).contiguous()
+            bar.update(tensor.numel() * tensor.element_size())
+    with torch.device("meta"):
+        model = model_class(config)
+    model.load_state_dict(cast, strict=True, assign=True)
+    model.tie_weights()  # `assign` gives a tied head its own Parameter; share it again
+    model.config.dtype = dtype
+    return model.eval()

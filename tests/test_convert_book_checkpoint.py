@@ -1,0 +1,496 @@
+"""conversion/convert_book_checkpoint.py: the book's chapter-4 `GPTModel` (tests/book_gpt.py) is built
+with random weights, saved the ways chapters 5-7 save it, converted, and the converted model must give
+the book model's logits. Bad inputs must fail with one `error:` line naming the problem, and leave no
+output behind."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from book_gpt import GPTModel, generate_text_simple, random_book_model
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
+from modeling_gpt_scratch import GPTScratchForCausalLM, GPTScratchForSequenceClassification
+from modeling_gpt_scratch.convert_utils import ConversionError
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "conversion" / "convert_book_checkpoint.py"
+
+# A tiny version of the book's config dictionary.
+CFG = {
+    "vocab_size": 97,
+    "context_length": 16,
+    "emb_dim": 32,
+    "n_heads": 4,
+    "n_layers": 2,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster, and far faster on a busy 2-core machine (no spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def conv():
+    spec = importlib.util.spec_from_file_location("convert_book_checkpoint", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(cfg, folder):
+    path = Path(folder) / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def cli(*args, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def save_like_the_book(model, path, layout):
+    """Save `model` the ways the book's chapters (and its readers' scripts) do."""
+    if layout == "state_dict":  # chapter 5: torch.save(model.state_dict(), "model.pth")
+        torch.save(model.state_dict(), path)
+    elif layout == "checkpoint":  # chapter 5: model and AdamW state, after a training step
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+        model.train()
+        x = torch.randint(0, model.tok_emb.num_embeddings, (2, 8))
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        model.eval()
+        torch.save(
+            {"model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict()}, path
+        )
+    elif layout == "compiled":  # model = torch.compile(model) before training: keys start with _orig_mod.
+        state_dict = torch.compile(model).state_dict()
+        assert next(iter(state_dict)).startswith("_orig_mod.")
+        torch.save(state_dict, path)
+    elif layout == "ddp-no-masks":  # DDP's `module.` prefix; a variant with non-persistent masks
+        torch.save({f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith(".mask")}, path)
+    elif layout == "bfloat16":  # model.to(torch.bfloat16) before saving, as the book's bonus code does
+        torch.save(model.to(torch.bfloat16).state_dict(), path)
+        model.float()
+    else:
+        raise ValueError(layout)
+    return path
+
+
+def book_logits(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def assert_close(got, expected, tol=1e-4):
+    assert got.shape == expected.shape
+    diff = (got - expected).abs().max().item()
+    assert diff <= tol, diff
+
+
+# ------------------------------------------------------------------------------- parity
+
+
+CASES = {
+    # name: (config changes, how it is saved)
+    "state-dict": ({}, "state_dict"),
+    "checkpoint-with-optimizer-qkv-bias": ({"qkv_bias": True}, "checkpoint"),
+    "torch-compile": ({"n_layers": 3, "n_heads": 2, "context_length": 24}, "compiled"),
+    "ddp-prefix-without-masks": ({"emb_dim": 48, "n_heads": 6, "n_layers": 1}, "ddp-no-masks"),
+    "bfloat16-weights": ({"qkv_bias": True}, "bfloat16"),
+}
+
+
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # torch.compile
+@pytest.mark.parametrize("name", CASES)
+def test_converted_model_matches_the_book(name, conv, tmp_path):
+    changes, layout = CASES[name]
+    cfg = {**CFG, **changes}
+    book = random_book_model(cfg)
+    path = save_like_the_book(book, tmp_path / "model.pth", layout)
+    if layout == "bfloat16":
+        book = book.to(torch.bfloat16).float()  # the weights the file holds
+    out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
+    assert out == tmp_path / "out"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "configuration_gpt_scratch.py",
+        "modeling_gpt_scratch.py",
+    } <= files
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["GPTScratchForCausalLM"]
+    assert {k: config[k] for k in cfg} == cfg
+    assert config["tie_word_embeddings"] is False  # the book's head is its own tensor
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "out_head.weight" in keys and not any(k.endswith(".mask") for k in keys)
+
+    x = torch.randint(0, cfg["vocab_size"], (2, cfg["context_length"]))  # the whole context
+    expected = book_logits(book, x)
+    for attn in ("eager", "sdpa"):
+        ours = AutoModelForCausalLM.from_pretrained(out, attn_implementation=attn)
+        assert isinstance(ours, GPTScratchForCausalLM) and not ours.training
+        assert ours.out_head.weight.data_ptr() != ours.model.tok_emb.weight.data_ptr()
+        with torch.no_grad():
+            assert_close(ours(x).logits, expected)
+
+
+def test_greedy_generation_matches_generate_text_simple(conv, tmp_path):
+    """Chapter 4's greedy loop and `generate` pick the same tokens, up to the full context."""
+    book = random_book_model(CFG)
+    out = conv.convert(
+        save_like_the_book(book, tmp_path / "model.pth", "state_dict"),
+        tmp_path / "out",
+        write_config(CFG, tmp_path),
+    )
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    prompt = torch.tensor([[5, 17, 42]])
+    new = CFG["context_length"] - prompt.shape[1]
+    expected = generate_text_simple(book, prompt, max_new_tokens=new, context_size=CFG["context_length"])
+    got = ours.generate(prompt, max_new_tokens=new, do_sample=False)
+    assert got.tolist() == expected.tolist()
+
+
+def test_openai_loaded_model_gets_a_tied_head(conv, tmp_path):
+    """After chapter 5's `load_weights_into_gpt`, `out_head.weight` is a copy of `tok_emb.weight`: the
+    converted model ties them (GPT-2's layout); the logits are the same."""
+    cfg = {**CFG, "qkv_bias": True, "drop_rate": 0.0}
+    book = random_book_model(cfg)
+    book.out_head.weight = torch.nn.Parameter(book.tok_emb.weight.detach().clone())
+    path = tmp_path / "gpt2-openai.pth"
+    torch.save(book.state_dict(), path)
+    out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    assert ours.out_head.weight is ours.model.tok_emb.weight
+    x = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x))
+
+
+@pytest.mark.parametrize("head_bias", [True, False])
+def test_chapter6_classifier(head_bias, conv, tmp_path, shared_data):
+    """Chapter 6 replaces `out_head` by `Linear(emb_dim, num_classes)`: the result is a
+    GPTScratchForSequenceClassification whose logits are the book's `model(x)[:, -1, :]` on unpadded
+    input. With GPT-2's vocabulary, GPT-2's tokenizer is saved beside it."""
+    cfg = {**CFG, "vocab_size": 50257, "emb_dim": 16, "n_heads": 2}
+    book = random_book_model(cfg)
+    torch.manual_seed(123)
+    book.out_head = torch.nn.Linear(in_features=cfg["emb_dim"], out_features=3, bias=head_bias)
+    path = tmp_path / "review_classifier.pth"
+    torch.save(book.state_dict(), path)
+    out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["GPTScratchForSequenceClassification"]
+    assert len(config["id2label"]) == 3 and config["pad_token_id"] == 50256
+    ours = AutoModelForSequenceClassification.from_pretrained(out)
+    assert isinstance(ours, GPTScratchForSequenceClassification)
+    if not head_bias:
+        assert torch.count_nonzero(ours.score.bias) == 0
+    x = torch.randint(0, 50256, (3, cfg["context_length"]))
+    for length in (cfg["context_length"], 5):
+        with torch.no_grad():
+            assert_close(ours(x[:, :length]).logits, book_logits(book, x[:, :length])[:, -1, :])
+
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == 50257 and tok.pad_token_id == 50256
+    assert tok.encode("Every effort moves you") == [6109, 3626, 6100, 345]
+
+
+def test_cli_preset_bfloat16_sharded(tmp_path, shared_data):
+    """A preset by name (the book's 'tiny' shape, GPT-2's vocabulary), through the real command line."""
+    from modeling_gpt_scratch import PRESETS
+
+    cfg = {k: PRESETS["tiny"][k] for k in CFG}
+    book = random_book_model(cfg)
+    path = tmp_path / "model.pth"
+    torch.save(book.state_dict(), path)
+    out = tmp_path / "nested" / "out"
+    result = cli(
+        "--input", path, "--config", "tiny", "--output", out, "--dtype", "bfloat16", "--max_shard_size", "8MB"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and f"-> {out}" in result.stdout
+
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and not (out / "model.safetensors").exists()
+    tensors = {}
+    for shard in shards:
+        tensors.update(load_file(out / shard))
+    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    assert torch.equal(
+        tensors["model.trf_blocks.3.att.W_key.weight"], book.trf_blocks[3].att.W_key.weight.to(torch.bfloat16)
+    )
+    assert (out / "tokenizer.json").is_file()
+
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    assert ours.dtype == torch.bfloat16 and ours.config.context_length == 256
+    x = torch.randint(0, 50256, (1, 32))
+    with torch.no_grad():
+        expected = book.to(torch.bfloat16)(x).float()
+        got = ours(x).logits.float()
+    assert (got - expected).abs().max().item() <= 0.05 * expected.abs().max().item()
+
+
+def test_progress_bar_for_large_inputs(conv, tmp_path, monkeypatch, capfd):
+    import modeling_gpt_scratch.convert_utils as convert_utils
+
+    path = save_like_the_book(random_book_model(CFG), tmp_path / "model.pth", "state_dict")
+    config = write_config(CFG, tmp_path)
+    conv.convert(path, tmp_path / "small", config=config)
+    assert "reading model.pth" not in capfd.readouterr().err
+    monkeypatch.setattr(convert_utils, "LARGE_INPUT_BYTES", 1000)  # "large" from 1 kB on
+    conv.convert(path, tmp_path / "large", config=config)
+    err = capfd.readouterr().err
+    assert "reading model.pth" in err and "100%" in err
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("code from the checkpoint ran",))
+
+
+def _edit(fn):
+    """Break a copy of the good state dict with `fn(state_dict)`."""
+
+    def apply(path, config):
+        state_dict = torch.load(path, weights_only=True)
+        fn(state_dict)
+        torch.save(state_dict, path)
+
+    return apply
+
+
+def _edit_config(**changes):
+    def apply(path, config):
+        config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+
+    return apply
+
+
+def _drop_config_key(key):
+    def apply(path, config):
+        cfg = json.loads(config.read_text())
+        del cfg[key]
+        config.write_text(json.dumps(cfg))
+
+    return apply
+
+
+def _write(data):
+    def apply(path, config):
+        path.write_bytes(data(path) if callable(data) else data)
+
+    return apply
+
+
+def _save(obj):
+    def apply(path, config):
+        torch.save(obj() if callable(obj) else obj, path)
+
+    return apply
+
+
+def _masks(value):
+    def fn(state_dict):
+        for key in [k for k in state_dict if k.endswith(".mask")]:
+            state_dict[key] = value(state_dict[key])
+
+    return _edit(fn)
+
+
+# name: (how to break a copy of a good model.pth + config.json, or the --input/--config to use; words the
+# message must hold). "{input}" and "{config}" stand for the good files' paths.
+BAD_INPUTS = {
+    "missing-file": (("does/not/exist.pth", "{config}"), ["does/not/exist.pth", "not found"]),
+    "input-is-a-folder": (("{folder}", "{config}"), ["is a folder", ".pth"]),
+    "truncated": (_write(lambda p: p.read_bytes()[:3000]), ["model.pth", "cannot be read", "truncated"]),
+    "empty": (_write(b""), ["model.pth", "cannot be read", "truncated or corrupt"]),
+    "garbage": (_write(b"\x80\x02garbage that is no pickle"), ["model.pth", "cannot be read"]),
+    "pickle-runs-code": (
+        _save({"x": _RunsCode()}),
+        ["model.pth", "`print`", "weights_only=True", "will not unpickle arbitrary objects"],
+    ),
+    "whole-pickled-model": (
+        _save(lambda: GPTModel(CFG)),
+        ["model.pth", "`book_gpt.GPTModel`", "model.state_dict()", "will not unpickle arbitrary objects"],
+    ),
+    "not-a-dict": (_save([1, 2, 3]), ["model.pth", "holds a list", "state dict"]),
+    "not-a-state-dict": (
+        _save(lambda: {"epoch": 3, "weights": torch.zeros(2)}),
+        ["model.pth", "`epoch`", "not a tensor", "model_state_dict"],
+    ),
+    "missing-tensor": (
+        _edit(lambda sd: sd.pop("trf_blocks.1.ff.layers.0.bias")),
+        ["model.pth", "`trf_blocks.1.ff.layers.0.bias` is missing", "[128]"],
+    ),
+    "missing-head": (
+        _edit(lambda sd: sd.pop("out_head.weight")),
+        ["`out_head.weight` is missing", "[97, 32]"],
+    ),
+    "unknown-tensor": (
+        _edit(lambda sd: sd.update({"trf_blocks.0.att.cache_k": torch.zeros(1)})),
+        ["model.pth", "unexpected tensor `trf_blocks.0.att.cache_k`", "no such tensor"],
+    ),
+    "wrong-shape": (
+        _edit(lambda sd: sd.update({"trf_blocks.0.att.W_query.weight": torch.zeros(32, 16)})),
+        ["`trf_blocks.0.att.W_query.weight` has shape [32, 16], expected [32, 32]", "emb_dim=32"],
+    ),
+    "head-with-bias": (
+        _edit(lambda sd: sd.update({"out_head.bias": torch.zeros(97)})),
+        ["`out_head.bias`", "without bias"],
+    ),
+    "qkv-bias-in-weights-not-config": (
+        _edit(lambda sd: sd.update({"trf_blocks.0.att.W_query.bias": torch.zeros(32)})),
+        ["`trf_blocks.0.att.W_query.bias`", "set qkv_bias true"],
+    ),
+    "qkv-bias-in-config-not-weights": (
+        _edit_config(qkv_bias=True),
+        ["`trf_blocks.0.att.W_query.bias` is missing", "set qkv_bias false"],
+    ),
+    "more-layers-in-config": (
+        _edit_config(n_layers=3),
+        ["`trf_blocks.2.att.W_query.weight` is missing", "2 transformer blocks", "n_layers=3"],
+    ),
+    "more-layers-in-weights": (
+        _edit_config(n_layers=1),
+        ["unexpected tensor `trf_blocks.1.", "2 transformer blocks", "n_layers=1"],
+    ),
+    "context-length-differs": (
+        _edit_config(context_length=32),
+        ["`trf_blocks.0.att.mask`", "[16, 16]", "[32, 32]", "saved with context_length 16"],
+    ),
+    "mask-not-causal": (_masks(torch.zeros_like), ["`trf_blocks.0.att.mask`", "not the causal mask"]),
+    "vocab-differs": (
+        _edit_config(vocab_size=100),
+        ["`tok_emb.weight` has shape [97, 32], expected [100, 32]", "vocab_size=100"],
+    ),
+    "preset-does-not-fit": (
+        ("{input}", "GPT_CONFIG_124M"),
+        ["`trf_blocks.0.att.mask`", "[1024, 1024]", "context_length 16"],
+    ),
+    "unknown-preset": (("{input}", "gpt3"), ["'gpt3'", "neither a preset", "GPT_CONFIG_124M", "JSON"]),
+    "config-file-missing": (("{input}", "nowhere/cfg.json"), ["nowhere/cfg.json", "not found"]),
+    "config-not-json": (lambda p, c: c.write_text("{oops"), ["config.json", "not valid JSON"]),
+    "config-not-an-object": (lambda p, c: c.write_text("[1, 2]"), ["config.json", "list", "book's config"]),
+    "config-lacks-key": (_drop_config_key("qkv_bias"), ["config.json", "lacks qkv_bias"]),
+    "config-unknown-key": (_edit_config(n_kv_groups=2), ["config.json", "unknown key 'n_kv_groups'"]),
+    "config-heads-do-not-divide": (_edit_config(n_heads=5), ["config.json", "divisible by `n_heads`"]),
+    "config-qkv-bias-not-bool": (_edit_config(qkv_bias="false"), ["config.json", "qkv_bias is 'false'"]),
+}
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    torch.save(random_book_model(CFG).state_dict(), folder / "model.pth")
+    write_config(CFG, folder)
+    return folder
+
+
+def _bad_input(name, good_files, tmp_path):
+    source, words = BAD_INPUTS[name]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path, config = folder / "model.pth", folder / "config.json"
+    path.write_bytes((good_files / "model.pth").read_bytes())
+    config.write_bytes((good_files / "config.json").read_bytes())
+    if isinstance(source, tuple):
+        paths = {"{input}": str(path), "{config}": str(config), "{folder}": str(folder)}
+        return paths.get(source[0], source[0]), paths.get(source[1], source[1]), words
+    source(path, config)
+    return str(path), str(config), words
+
+
+def _assert_clean_failure(rc, stderr, words, workdir):
+    assert rc != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert list(workdir.iterdir()) == []  # no output, no temporary folder
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input(name, conv, good_files, tmp_path, capfd):
+    path, config, words = _bad_input(name, good_files, tmp_path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    capfd.readouterr()
+    verbosity = transformers.logging.get_verbosity()
+    rc = conv.run_cli(conv.main, ["--input", path, "--config", config, "--output", str(workdir / "out")])
+    captured = capfd.readouterr()
+    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
+    _assert_clean_failure(rc, captured.err, words, workdir)
+    assert "code from the checkpoint ran" not in captured.out
+
+
+def test_bad_input_cli(good_files, tmp_path):
+    """The same as a real process: nothing on stderr but the one line."""
+    path, config, words = _bad_input("qkv-bias-in-weights-not-config", good_files, tmp_path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = cli("--input", path, "--config", config, "--output", workdir / "out" / "deeper")
+    _assert_clean_failure(result.returncode, result.stderr, words, workdir)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [("max_shard_size", "5XB", ["max_shard_size", "5XB"]), ("dtype", "int8", ["dtype", "int8", "bfloat16"])],
+)
+def test_bad_options(option, value, words, conv, good_files, tmp_path):
+    with pytest.raises(ConversionError) as info:
+        conv.convert(
+            good_files / "model.pth", tmp_path / "out", good_files / "config.json", **{option: value}
+        )
+    assert all(w in str(info.value) for w in words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_rules(conv, good_files, tmp_path):
+    path, config = good_files / "model.pth", good_files / "config.json"
+    out = conv.convert(path, tmp_path / "out", config)
+    with pytest.raises(ConversionError, match="not empty.*--overwrite"):
+        conv.convert(path, out, config)
+    conv.convert(path, out, config, overwrite=True)
+    with pytest.raises(ConversionError, match="would replace the folder of the input"):
+        conv.convert(path, good_files, config, overwrite=True)
+    assert (good_files / "model.pth").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
