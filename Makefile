@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,test-tf]'
 	touch $@
 
 demo: $(STAMP)
-	$(RUN) $(PY) examples/demo.py --output_dir out/demo
+	$(RUN) $(PY) examples/pretrain.py --config_name tiny $${GPT_SCRATCH_SHARED_DATA:+--train_file "$$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt"} --num_train_epochs 10 --learning_rate 3e-3 --eval_steps 18 --max_new_tokens 30 --output_dir out/pretrain --overwrite_output_dir && $(RUN) $(PY) examples/generate.py out/pretrain --max_new_tokens 30
 
 test: $(STAMP)
 	$(RUN) $(PY) -m pytest -q
