@@ -1,4 +1,5 @@
 # `make demo` and `make test` set everything up on first use (a virtual environment in .venv).
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(RUN) $(PY) examples/pretrain.py --config_name tiny $${GPT_SCRATCH_SHARED_DATA:+--train_file "$$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt"} --num_train_epochs 10 --learning_rate 3e-3 --eval_steps 18 --max_new_tokens 30 --output_dir out/pretrain --overwrite_output_dir && $(RUN) $(PY) examples/generate.py out/pretrain --max_new_tokens 30
+	$(RUN) $(PY) examples/pretrain.py --config_name tiny $${GPT_SCRATCH_SHARED_DATA:+--train_file "$$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt"} --block_size 128 --num_train_epochs 15 --learning_rate 3e-3 --eval_steps 45 --max_new_tokens 30 --output_dir out/pretrain --overwrite_output_dir && $(RUN) $(PY) examples/generate.py out/pretrain --max_new_tokens 30
 
 test: $(STAMP)
 	$(RUN) $(PY) -m pytest -q
