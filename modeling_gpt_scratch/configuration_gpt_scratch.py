@@ -69,7 +69,7 @@ class GPTScratchConfig(PretrainedConfig):
     """
 
     model_type = "gpt_scratch"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the KV cache: "cache" from transformers 5.24
     attribute_map = {
         "hidden_size": "emb_dim",
         "num_attention_heads": "n_heads",

@@ -26,6 +26,10 @@ from transformers.modeling_outputs import (
 
 from .configuration_gpt_scratch import GPTScratchConfig
 
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: the argument `generate` passes
+# to `forward` and the field of the model outputs. Both names are accepted; outputs use the installed one.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 class LayerNorm(nn.Module):
     """The book's layer normalization: `scale * (x - mean) / sqrt(var + eps) + shift`.
@@ -89,15 +93,15 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.residual_projection = True  # scaled at init, see `_init_weights`
         self.dropout = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, mask=None, past_key_values=None, output_attentions=False):
+    def forward(self, x, mask=None, cache=None, output_attentions=False):
         b, num_tokens, _ = x.shape
         # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
         queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
         values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
-        if past_key_values is not None:  # prepend the cached keys and values of earlier tokens
-            keys, values = past_key_values.update(keys, values, self.layer_idx)
+        if cache is not None:  # prepend the cached keys and values of earlier tokens
+            keys, values = cache.update(keys, values, self.layer_idx)
 
         attn_weights = None
         if self.config._attn_implementation == "eager" or output_attentions:
@@ -134,9 +138,9 @@ class TransformerBlock(GradientCheckpointingLayer):
         self.norm2 = LayerNorm(cfg.emb_dim, eps=cfg.layer_norm_epsilon)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, mask=None, past_key_values=None, output_attentions=False):
+    def forward(self, x, mask=None, cache=None, output_attentions=False):
         shortcut = x
-        x, attn_weights = self.att(self.norm1(x), mask, past_key_values, output_attentions)
+        x, attn_weights = self.att(self.norm1(x), mask, cache, output_attentions)
         x = self.drop_shortcut(x) + shortcut
 
         shortcut = x
@@ -150,10 +154,20 @@ class GPTScratchPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_sdpa = True
     _supports_attention_backend = False
     _can_compile_fullgraph = False
+
+    def push_to_hub(self, repo_id, *args, **kwargs):
+        """With the package installed, push through `modeling_gpt_scratch.hub`, which adds a model card
+        (and `tokenizer=`, `base_model=`, `datasets=`, `metrics=`, `license=`); this file also runs
+        copied next to the weights without the package, and then pushes as `transformers` does."""
+        try:
+            from modeling_gpt_scratch.hub import push_model
+        except ImportError:
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        return push_model(self, repo_id, *args, **kwargs)
 
     @classmethod
     def _can_set_attn_implementation(cls):
@@ -206,6 +220,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         attention_mask=None,
         position_ids=None,
         past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         use_cache=None,
         output_attentions=None,
@@ -223,13 +238,16 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        if past_key_values is not None and not isinstance(past_key_values, Cache):
+        if cache is None:
+            cache = past_key_values
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if cache is not None and not isinstance(cache, Cache):
             raise TypeError(
-                "`past_key_values` must be a transformers `Cache` (e.g. `DynamicCache`), not a tuple."
+                "The KV cache (`cache`, formerly `past_key_values`) must be a transformers `Cache` "
+                "(e.g. `DynamicCache`), not a tuple."
             )
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_len = cache.get_seq_length() if cache is not None else 0
 
         padded = attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask.all())
         if position_ids is None:
@@ -258,7 +276,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (x,)
             x, attn_weights = block(
-                x, mask=mask, past_key_values=past_key_values, output_attentions=output_attentions
+                x, mask=mask, cache=cache, output_attentions=output_attentions
             )
             if output_attentions:
                 all_attentions += (attn_weights,)
@@ -268,9 +286,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         return BaseModelOutputWithPast(
             last_hidden_state=x,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            **{CACHE_FIELD: cache if use_cache else None},
         )
 
     def _check_token_ids(self, input_ids):
@@ -332,6 +350,7 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
         attention_mask=None,
         position_ids=None,
         past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         labels=None,
         use_cache=None,
@@ -346,7 +365,7 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache if cache is not None else past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -366,9 +385,9 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 
@@ -394,6 +413,7 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         attention_mask=None,
         position_ids=None,
         past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         labels=None,
         use_cache=None,
@@ -405,7 +425,7 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache if cache is not None else past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -434,9 +454,9 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 
