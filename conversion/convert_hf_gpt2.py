@@ -41,12 +41,16 @@ from modeling_gpt_scratch.conversion import (
 )
 from modeling_gpt_scratch.convert_utils import (
     ConversionError,
+    add_hub_arguments,
     atomic_output_dir,
+    check_hub_arguments,
     one_line,
     parse_dtype,
     parse_shard_size,
+    push_output,
     run_cli,
 )
+from modeling_gpt_scratch.hub import hub_id_or_none
 from modeling_gpt_scratch.tokenization import GPT2_HUB_ID, GPT2_VOCAB_SIZE, load_tokenizer
 
 # Weight files in the order they are looked for: safetensors first, then PyTorch pickles.
@@ -343,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
         "--tokenizer", default=None, help="tokenizer folder or Hub id (default: the input's, else GPT-2's)"
     )
     parser.add_argument("--revision", default=None, help="Hub revision of --input")
+    add_hub_arguments(parser)
     args = parser.parse_args(argv)
+    check_hub_arguments(args)
 
     from transformers.utils import logging
 
@@ -368,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
             logging.enable_progress_bar()
     files = sorted(p.name for p in out.iterdir())
     print(f"Converted {args.input} -> {out} ({args.dtype}): {', '.join(files)}")
+    if args.push_to_hub:
+        push_output(args, out, base_model=hub_id_or_none(args.input))
 
 
 if __name__ == "__main__":

@@ -47,13 +47,16 @@ from modeling_gpt_scratch.conversion import _BLOCK_MAP
 from modeling_gpt_scratch.convert_utils import (
     LARGE_INPUT_BYTES,
     ConversionError,
+    add_hub_arguments,
     atomic_output_dir,
+    check_hub_arguments,
     check_tensors,
     model_from_state_dict,
     one_line,
     parse_dtype,
     parse_shard_size,
     progress_bar,
+    push_output,
     run_cli,
 )
 from modeling_gpt_scratch.tf_checkpoint import CheckpointError, TFCheckpoint, latest_checkpoint
@@ -354,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max_shard_size", default="5GB", help="largest safetensors shard (default 5GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
+    add_hub_arguments(parser)
     args = parser.parse_args(argv)
+    check_hub_arguments(args)
 
     from transformers.utils import logging
 
@@ -380,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
             logging.enable_progress_bar()
     files = sorted(p.name for p in out.iterdir())
     print(f"Converted {args.input} -> {out} ({args.dtype}): {', '.join(files)}")
+    if args.push_to_hub:
+        push_output(args, out)
 
 
 if __name__ == "__main__":

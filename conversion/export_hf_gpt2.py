@@ -46,14 +46,18 @@ from modeling_gpt_scratch.conversion import gpt2_config_from, scratch_to_gpt2_st
 from modeling_gpt_scratch.convert_utils import (
     LARGE_INPUT_BYTES,
     ConversionError,
+    add_hub_arguments,
     atomic_output_dir,
+    check_hub_arguments,
     check_tensors,
     model_from_state_dict,
     one_line,
     parse_dtype,
     parse_shard_size,
+    push_output,
     run_cli,
 )
+from modeling_gpt_scratch.hub import hub_id_or_none
 
 ARCHITECTURES = {
     "GPTScratchForCausalLM": GPTScratchForCausalLM,
@@ -242,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         "--tokenizer", default=None, help="tokenizer folder or Hub id (default: the input's, else GPT-2's)"
     )
     parser.add_argument("--revision", default=None, help="Hub revision of --input")
+    add_hub_arguments(parser)
     args = parser.parse_args(argv)
+    check_hub_arguments(args)
 
     from transformers.utils import logging
 
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
             logging.enable_progress_bar()
     files = sorted(p.name for p in out.iterdir())
     print(f"Exported {args.input} -> {out} as GPT-2 ({args.dtype}): {', '.join(files)}")
+    if args.push_to_hub:
+        push_output(args, out, base_model=hub_id_or_none(args.input))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ prints the book's "Train loss / Val loss" line and a greedy sample of --prompt; 
 model and tokenizer with save_pretrained (AutoModelForCausalLM.from_pretrained loads the folder),
 loss-plot.png (the book's figure) and training_log.json (every step's loss, every evaluation).
 
+--push_to_hub (--hub_model_id, --hub_token) pushes that folder at the end, without checkpoints, with a model card
+(modeling_gpt_scratch.hub): AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True) loads it anywhere.
+
 Checkpoints (accelerator.save_state, in OUTPUT_DIR/checkpoints/step_N) hold everything needed to go
 on exactly: --resume_from_checkpoint DIR (or "latest") gives the losses an uninterrupted run gives.
 Ctrl-C or SIGTERM saves a checkpoint at the end of the current step, then stops.
@@ -233,6 +236,14 @@ def parse_args(argv=None):
         default="none",
         help="tracker for the losses: none, tensorboard, wandb, ... (as in Accelerate)",
     )
+    h = p.add_argument_group("Hugging Face Hub (as in transformers' run_clm_no_trainer.py)")
+    h.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="at the end, push model, tokenizer, plot and log with a card",
+    )
+    h.add_argument("--hub_model_id", help="NAME or OWNER/NAME (default: the --output_dir folder's name)")
+    h.add_argument("--hub_token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
     return p.parse_args(argv)
 
 
@@ -286,6 +297,18 @@ def check_options(args):
                 f'--checkpointing_steps must be a number of steps or "epoch", got {args.checkpointing_steps!r}'
             )
     args.per_device_eval_batch_size = args.per_device_eval_batch_size or args.per_device_train_batch_size
+    if args.push_to_hub:  # before training, not after it
+        from huggingface_hub import constants
+
+        from modeling_gpt_scratch.hub import HubError, check_repo_id
+
+        args.hub_model_id = args.hub_model_id or Path(args.output_dir).absolute().name
+        try:
+            check_repo_id(args.hub_model_id)
+        except HubError as e:
+            fail(f"--hub_model_id: {e}")
+        if constants.HF_HUB_OFFLINE:
+            fail("--push_to_hub needs the network, but HF_HUB_OFFLINE=1 is set: run with HF_HUB_OFFLINE=0")
     args.report_to = [t.strip() for t in args.report_to.split(",") if t.strip() and t.strip() != "none"]
     if "tensorboard" in args.report_to:
         from accelerate.utils import is_tensorboard_available
@@ -957,6 +980,8 @@ def main(argv=None):
     run.write_log(global_step, tokens_seen, finished=True)
     accelerator.wait_for_everyone()
     last = history["evals"][-1] if history["evals"] else {}
+    if args.push_to_hub and accelerator.is_main_process:
+        push_run(args, output_dir, last, num_parameters=plain.num_parameters())
     say(
         f"Done: {global_step} steps, {tokens_seen:,} tokens in {history['train_runtime_s']:.1f} s "
         f"({history['tokens_per_second']:,.0f} tokens/s); train loss {last.get('train_loss', float('nan')):.3f}"
@@ -968,6 +993,36 @@ def main(argv=None):
     )
     accelerator.end_training()
     finish(0)
+
+
+def push_run(args, output_dir, last_eval, num_parameters):
+    """The end of a run with --push_to_hub: the saved folder, without checkpoints, in one commit."""
+    from modeling_gpt_scratch.hub import HubError, hub_id_or_none, push_folder
+
+    metrics = {}
+    if last_eval.get("val_loss") is not None:
+        metrics = {
+            "validation loss": last_eval["val_loss"],
+            "validation perplexity": math.exp(last_eval["val_loss"]),
+        }
+    try:
+        info = push_folder(
+            output_dir,
+            args.hub_model_id,
+            token=args.hub_token,
+            commit_message="End of training",
+            base_model=hub_id_or_none(args.model_name_or_path),
+            datasets=None if args.train_file else ["the-verdict"],
+            metrics=metrics,
+            ignore_patterns=("checkpoints/*",),
+            num_parameters=num_parameters,
+        )
+    except HubError as e:
+        fail(
+            f"the model is saved in {output_dir}, but {e} (push it later: python -m modeling_gpt_scratch.hub push "
+            f"{output_dir} {args.hub_model_id})"
+        )
+    print(f"Pushed {output_dir} -> {info.commit_url}", flush=True)
 
 
 class StopRequest:

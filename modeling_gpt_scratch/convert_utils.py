@@ -222,3 +222,55 @@ def model_from_state_dict(
     model.tie_weights()  # `assign` gives a tied head its own Parameter; share it again
     model.config.dtype = dtype
     return model.eval()
+
+
+# ------------------------------------------------------------------------- --push_to_hub (all converters)
+
+
+def add_hub_arguments(parser) -> None:
+    """The options of `--push_to_hub`, named as in transformers' example scripts."""
+    g = parser.add_argument_group("Hugging Face Hub")
+    g.add_argument("--push_to_hub", action="store_true", help="push the output folder, with a model card")
+    g.add_argument(
+        "--hub_model_id", help="repo to push to: NAME or OWNER/NAME (default: the output folder's name)"
+    )
+    g.add_argument("--hub_token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
+    g.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
+    g.add_argument("--base_model", help="the Hub id the weights come from, for the model card")
+
+
+def check_hub_arguments(args) -> None:
+    """A bad repo id or an offline Hub fails before the conversion, not after it."""
+    if not args.push_to_hub:
+        return
+    from modeling_gpt_scratch.hub import HubError, check_repo_id
+
+    args.hub_model_id = args.hub_model_id or Path(args.output).absolute().name
+    try:
+        check_repo_id(args.hub_model_id)
+    except HubError as e:
+        raise ConversionError(f"--hub_model_id: {e}") from None
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ConversionError(
+            "--push_to_hub needs the network, but HF_HUB_OFFLINE=1 is set: run with HF_HUB_OFFLINE=0."
+        )
+
+
+def push_output(args, output: Path, base_model: str | None = None) -> None:
+    """Push the converted folder (see `modeling_gpt_scratch.hub.push_folder`) and say where it went."""
+    from modeling_gpt_scratch.hub import HubError, push_folder
+
+    try:
+        info = push_folder(
+            output,
+            args.hub_model_id,
+            token=args.hub_token,
+            private=args.hub_private_repo or None,
+            base_model=args.base_model or base_model,
+            commit_message=f"Upload {Path(output).name} ({Path(sys.argv[0]).name})",
+        )
+    except HubError as e:
+        raise ConversionError(f"{output} was written, but {e}") from e
+    print(f"Pushed {output} -> {info.commit_url}")

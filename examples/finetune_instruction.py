@@ -1,0 +1,349 @@
+#!/usr/bin/env python
+"""Instruction fine-tuning of the book's GPT (chapter 7) with the Hugging Face Trainer, fully or with LoRA.
+
+    python examples/finetune_instruction.py --model_name_or_path out/gpt2-medium --output_dir out/sft
+    python examples/finetune_instruction.py --config_name tiny --output_dir out/sft-tiny   # random init
+    python examples/finetune_instruction.py --model_name_or_path out/gpt2-medium --use_lora --mask_prompt \\
+        --output_dir out/sft-lora --push_to_hub --hub_model_id me/gpt2-medium-sft
+
+Data: the book's instruction-data.json (downloaded once into $GPT_SCRATCH_CACHE or
+~/.cache/gpt-scratch/data), an Alpaca-style JSON or JSON Lines file (--train_file) or a `datasets` name
+(--dataset_name), entries {"instruction", "input", "output"}. It is split as in the book: the first 85%
+train, the next 10% test, the last 5% validate, no shuffling. Each entry is the book's Alpaca prompt and
+response; batches are padded with <|endoftext|> by the book's `custom_collate_fn` (first end-of-text
+kept as a target, the rest ignored, --allowed_max_length), --mask_prompt leaves the prompt out of the loss.
+
+Every Trainer option works (--learning_rate, --num_train_epochs, --max_steps, --bf16, --eval_strategy,
+--push_to_hub, ...); the defaults are the book's: AdamW at a constant lr 5e-5, weight decay 0.1,
+batch 8, 2 epochs, seed 123. At the end the model (LoRA merged into it) and tokenizer are saved to
+--output_dir, greedy responses to the test split are written next to them as
+instruction-data-with-response.json (the book's file, which examples/evaluate_responses.py scores),
+and losses.json holds the losses.
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, TrainingArguments
+
+RESPONSE_FILE = "instruction-data-with-response.json"
+# The book's chapter-7 settings, where they differ from the Trainer's defaults.
+BOOK_DEFAULTS = {
+    "output_dir": "out/finetune-instruction",
+    "learning_rate": 5e-5,
+    "lr_scheduler_type": "constant",
+    "weight_decay": 0.1,
+    "num_train_epochs": 2,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "seed": 123,
+    "eval_strategy": "epoch",
+    "logging_steps": 5,
+    "save_strategy": "no",
+    "report_to": "none",
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a saved or converted causal-LM folder (or Hub id) to fine-tune"}
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "start from random weights instead: a preset (tiny, gpt2-small, ...)"}
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'with --config_name: e.g. "emb_dim=64,n_layers=2,context_length=512"'}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
+    )
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters only, merged at the end"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (book's exercise 7.4: 16)"})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (book's exercise 7.4: 16)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Alpaca JSON or JSONL file; default: the book's instruction-data.json"},
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "a `datasets` name instead of a file"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "where the default data is downloaded to or found (pre-fill offline)"}
+    )
+    allowed_max_length: int = field(
+        default=1024, metadata={"help": "cut examples to this many tokens (book: 1024; at most the context)"}
+    )
+    mask_prompt: bool = field(
+        default=False, metadata={"help": "leave instruction and input tokens out of the loss (exercise 7.2)"}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use only the first N train entries"}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "... validation entries"})
+    max_test_samples: int | None = field(default=None, metadata={"help": "... test entries (generation)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens per test response (book: 256)"})
+
+
+def fail(message):
+    """One line on stderr and exit code 2, before anything slow where possible."""
+    print(f"finetune_instruction.py: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def first_line(error) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def parse_args(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.prog = "finetune_instruction.py"
+    parser.description = __doc__.split("\n\n")[0]
+    parser.set_defaults(**BOOK_DEFAULTS)
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # TrainingArguments' own checks (e.g. --fp16 without a GPU)
+        fail(first_line(error))
+    if bool(model_args.model_name_or_path) == bool(model_args.config_name):
+        fail("say which model to train: --model_name_or_path FOLDER, or --config_name PRESET for random init")
+    if data_args.train_file and data_args.dataset_name:
+        fail("pass --train_file or --dataset_name, not both")
+    for name in ("allowed_max_length", "max_new_tokens"):
+        if getattr(data_args, name) < 2 - (name == "max_new_tokens"):
+            fail(f"--{name} is too small: {getattr(data_args, name)}")
+    for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        if getattr(data_args, name) is not None and getattr(data_args, name) < 0:
+            fail(f"--{name} must be >= 0")
+    if model_args.lora_r < 1 or model_args.lora_alpha <= 0:
+        fail("--lora_r must be >= 1 and --lora_alpha > 0")
+    return model_args, data_args, training_args
+
+
+def load_data(data_args):
+    from modeling_gpt_scratch.data import DataError
+    from modeling_gpt_scratch.instruction import check_records, instruction_data_path, load_instruction_data
+
+    try:
+        if data_args.dataset_name:
+            import datasets
+
+            try:
+                ds = datasets.load_dataset(
+                    data_args.dataset_name, data_args.dataset_config_name, split="train"
+                )
+            except Exception as error:  # datasets raises many kinds; the first line says what went wrong
+                fail(f"cannot load the dataset {data_args.dataset_name!r}: {first_line(error)}")
+            return check_records(list(ds), data_args.dataset_name)
+        path = data_args.train_file or instruction_data_path(data_args.data_cache_dir)
+        return load_instruction_data(path)
+    except DataError as error:
+        fail(str(error))
+
+
+def parse_value(text):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_model(model_args, training_args):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from modeling_gpt_scratch import PRESETS, GPTScratchConfig
+
+    overrides = {}
+    for item in filter(None, (s.strip() for s in (model_args.config_overrides or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--config_overrides wants key=value pairs separated by commas, got {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    try:
+        if model_args.config_name:
+            if model_args.config_name in PRESETS:
+                config = GPTScratchConfig.from_preset(model_args.config_name, **overrides)
+            else:
+                config = AutoConfig.from_pretrained(model_args.config_name, **overrides)
+            return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=torch.float32)
+    except (OSError, ValueError, TypeError) as error:
+        fail(f"cannot build the model: {first_line(error)}")
+
+
+def load_tokenizer_for(model_args):
+    from transformers import AutoTokenizer
+
+    from modeling_gpt_scratch.tokenization import load_tokenizer
+
+    source = model_args.tokenizer_name
+    folder = Path(model_args.model_name_or_path or "")
+    if source is None and model_args.model_name_or_path and (folder / "tokenizer_config.json").is_file():
+        source = str(folder)
+    try:
+        tokenizer = load_tokenizer() if source is None else AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        fail(f"cannot load the tokenizer ({source or 'GPT-2'}): {first_line(error)}")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_prompt_lengths(data, tokenizer, max_length, source):
+    """A prompt that fills the context leaves no room for a response: say which one, before training."""
+    from modeling_gpt_scratch.instruction import encode, format_input
+
+    for index, entry in enumerate(data):
+        n = len(encode(tokenizer, format_input(entry)))
+        if n >= max_length:
+            fail(
+                f"{source}: entry {index}'s prompt is {n} tokens, but the model sees at most {max_length} "
+                "(--allowed_max_length and the model's context_length): shorten or drop it"
+            )
+
+
+def generate_responses(model, tokenizer, entries, max_new_tokens, batch_size, context_length):
+    """Greedy answers, batched with left padding and the KV cache; a row stops at <|endoftext|>."""
+    import torch
+
+    from modeling_gpt_scratch.instruction import extract_response, format_input
+
+    tokenizer.padding_side = "left"
+    model.eval()
+    results = []
+    for start in range(0, len(entries), batch_size):
+        batch = entries[start : start + batch_size]
+        prompts = [format_input(entry) for entry in batch]
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+        room = context_length - encoded["input_ids"].shape[1]
+        with torch.no_grad():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=min(max_new_tokens, room),
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for entry, prompt, ids in zip(batch, prompts, new_tokens, strict=True):
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            results.append({**entry, "model_response": extract_response(prompt + text, prompt)})
+    return results
+
+
+def main(argv=None):
+    model_args, data_args, training_args = parse_args(argv)
+    source = data_args.dataset_name or data_args.train_file or "instruction-data.json"
+    data = load_data(data_args)  # bad files stop here, before any model or tokenizer is loaded
+
+    from torch.utils.data import Subset
+    from transformers import Trainer, set_seed
+
+    from modeling_gpt_scratch.instruction import InstructionCollator, InstructionDataset, add_lora, split_data
+
+    tokenizer = load_tokenizer_for(model_args)
+    set_seed(training_args.seed)
+    model = build_model(model_args, training_args)
+    context_length = model.config.max_position_embeddings
+    max_length = min(data_args.allowed_max_length, context_length)
+    if max_length < data_args.allowed_max_length:
+        print(f"Examples are cut to {max_length} tokens, the model's context_length")
+    check_prompt_lengths(data, tokenizer, max_length, source)
+
+    train_data, test_data, val_data = split_data(data)
+    print(f"Training set length: {len(train_data)}")
+    print(f"Validation set length: {len(val_data)}")
+    print(f"Test set length: {len(test_data)}")
+    train_data = train_data[: data_args.max_train_samples]
+    val_data = val_data[: data_args.max_eval_samples]
+    test_data = test_data[: data_args.max_test_samples]
+    if not train_data:
+        fail(f"{source}: no entries left to train on ({len(data)} entries, 85% of them train)")
+    train_set = InstructionDataset(train_data, tokenizer)
+    val_set = InstructionDataset(val_data, tokenizer) if val_data else None
+    if val_set is None and training_args.eval_strategy != "no":
+        training_args.eval_strategy = "no"
+
+    if model_args.use_lora:
+        model = add_lora(
+            model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout
+        )
+        model.print_trainable_parameters()
+    collator = InstructionCollator(
+        pad_token_id=tokenizer.pad_token_id, allowed_max_length=max_length, mask_prompt=data_args.mask_prompt
+    )
+    training_args.remove_unused_columns = False  # the collator reads `prompt_length`, the model does not
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+
+    # The book's "Training loss / Validation loss" (eval mode): the train loss over the first 5 batches
+    # (its eval_iter 5), the validation loss over the whole validation set.
+    train_probe = Subset(train_set, range(min(len(train_set), 5 * training_args.per_device_eval_batch_size)))
+
+    def losses():
+        result = {"train": trainer.evaluate(train_probe, metric_key_prefix="train_eval")["train_eval_loss"]}
+        if val_set is not None:
+            result["validation"] = trainer.evaluate(val_set, metric_key_prefix="val_eval")["val_eval_loss"]
+        return result
+
+    before = losses()
+    print(f"Before training: {', '.join(f'{k} loss {v:.3f}' for k, v in before.items())}")
+    trainer.train()
+    after = losses()
+    print(f"After training:  {', '.join(f'{k} loss {v:.3f}' for k, v in after.items())}")
+
+    if model_args.use_lora:  # one plain model again: LoRA's updates folded into the weights
+        trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = {"before": before, "after": after, "log_history": trainer.state.log_history}
+    (output_dir / "losses.json").write_text(json.dumps(log, indent=2))
+
+    if test_data and trainer.is_world_process_zero():
+        responses = generate_responses(
+            trainer.model,
+            tokenizer,
+            test_data,
+            data_args.max_new_tokens,
+            training_args.per_device_eval_batch_size,
+            context_length,
+        )
+        path = output_dir / RESPONSE_FILE
+        path.write_text(json.dumps(responses, indent=4))
+        print(f"Responses to {len(responses)} test entries written to {path}")
+        for entry in responses[:3]:
+            print(f"\n>> {entry['instruction']}\nCorrect response:\n>> {entry['output']}")
+            print(f"Model response:\n>> {entry['model_response']}")
+
+    if training_args.push_to_hub:  # saves model and tokenizer, then uploads the folder (responses too)
+        trainer.push_to_hub(
+            commit_message="Instruction fine-tuning (chapter 7)",
+            tags=["gpt-scratch", "instruction-tuning"],
+            finetuned_from=model_args.model_name_or_path,
+            tasks="text-generation",
+        )
+    else:
+        trainer.save_model(training_args.output_dir)
+    print(f"Model and tokenizer saved to {output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""The book's instruction fine-tuning data (chapter 7): Alpaca prompts, the 85/10/5 split, the padding
+collator, and the LLM-judge prompt, shared by `examples/finetune_instruction.py` and
+`examples/evaluate_responses.py`.
+
+    from modeling_gpt_scratch.instruction import (
+        InstructionCollator, format_input, instruction_data_path, load_instruction_data, split_data)
+
+    data = load_instruction_data(instruction_data_path())   # the book's 1,100 entries, downloaded once
+    train, test, val = split_data(data)                      # 935 / 110 / 55, in the book's order
+
+The collator gives the book's `custom_collate_fn` batches, plus the keys the Hugging Face Trainer and
+our model's loss read (see `InstructionCollator`).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .data import DataError, _offline, default_cache_dir
+
+INSTRUCTION_DATA_URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/"
+    "instruction-data.json"
+)
+INSTRUCTION_DATA_FILE = "instruction-data.json"
+INSTRUCTION_DATA_ENTRIES = 1100
+PAD_TOKEN_ID = 50256  # <|endoftext|>, the book's padding and end-of-text token
+IGNORE_INDEX = -100
+REQUIRED_KEYS = ("instruction", "output")  # "input" may be missing or empty
+RESPONSE_HEADER = "### Response:"
+
+
+def format_input(entry: dict) -> str:
+    """The book's Alpaca-style prompt (`format_input`, chapter 7): the instruction, then the input
+    when there is one. The response follows after "\\n\\n### Response:\\n"."""
+    instruction_text = (
+        f"Below is an instruction that describes a task. "
+        f"Write a response that appropriately completes the request."
+        f"\n\n### Instruction:\n{entry['instruction']}"
+    )
+    input_text = f"\n\n### Input:\n{entry['input']}" if entry.get("input") else ""
+    return instruction_text + input_text
+
+
+def format_example(entry: dict) -> str:
+    """The text the book trains on (`InstructionDataset`): prompt, response header, response."""
+    return format_input(entry) + f"\n\n{RESPONSE_HEADER}\n{entry['output']}"
+
+
+def extract_response(generated_text: str, prompt: str) -> str:
+    """The book's post-processing: what follows the prompt, without the "### Response:" header."""
+    if generated_text.startswith(prompt):
+        generated_text = generated_text[len(prompt) :]
+    return generated_text.replace(RESPONSE_HEADER, "").strip()
+
+
+def judge_prompt(entry: dict, response_key: str = "model_response") -> str:
+    """The book's scoring prompt for the Ollama judge (`generate_model_scores`, chapter 7)."""
+    return (
+        f"Given the input `{format_input(entry)}` "
+        f"and correct output `{entry['output']}`, "
+        f"score the model response `{entry[response_key]}`"
+        f" on a scale from 0 to 100, where 100 is the best score. "
+        f"Respond with the integer number only."
+    )
+
+
+# ------------------------------------------------------------------------------------------ files
+def instruction_data_path(cache_dir=None, url: str = INSTRUCTION_DATA_URL, timeout: float = 30.0) -> Path:
+    """The book's `instruction-data.json`: from `cache_dir` (default `$GPT_SCRATCH_CACHE`, else
+    `~/.cache/gpt-scratch/data`) when it is there, else downloaded into it once. Offline, a missing
+    file is a `DataError` that says where to put it."""
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    path = cache_dir / INSTRUCTION_DATA_FILE
+    if path.is_file():
+        return path
+    where = (
+        f"put the book's {INSTRUCTION_DATA_FILE} ({INSTRUCTION_DATA_ENTRIES:,} entries, from {url}) at {path}"
+    )
+    if _offline():
+        raise DataError(f"{path} is missing and this machine is offline: {where}, or pass --train_file")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{INSTRUCTION_DATA_FILE}.", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out)
+        os.replace(tmp, path)  # a half-downloaded file is never taken for the real one
+    except OSError as error:
+        raise DataError(f"could not download {url} ({error}): {where}") from error
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_json_records(path) -> list:
+    """A JSON list (the book's format) or JSON Lines, as a list; a `DataError` says where it breaks."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise DataError(f"{path} does not exist") from error
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from error
+    if not text.strip():
+        raise DataError(f"{path} is empty")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            ) from error
+        return records
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{path} line {number} is not valid JSON ({error.msg} at column {error.colno}); "
+                "expected a JSON list of entries or one JSON object per line"
+            ) from error
+    return records
+
+
+def check_records(records, source: str) -> list[dict]:
+    """Entries as dicts of strings with the book's keys; the first bad entry is named by its index."""
+    if not isinstance(records, list):
+        raise DataError(f"{source} holds a JSON {type(records).__name__}; expected a list of entries")
+    if not records:
+        raise DataError(f"{source} holds no entries")
+    checked = []
+    for index, entry in enumerate(records):
+        if not isinstance(entry, dict):
+            raise DataError(
+                f"{source}: entry {index} is a {type(entry).__name__}, expected an object with "
+                '"instruction", "input" and "output"'
+            )
+        for key in REQUIRED_KEYS:
+            if key not in entry:
+                raise DataError(f'{source}: entry {index} has no "{key}" key (it has {sorted(entry)})')
+        for key in (*REQUIRED_KEYS, "input"):
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataError(f'{source}: entry {index} "{key}" is a {type(value).__name__}, not a string')
+        if not entry["instruction"].strip():
+            raise DataError(f'{source}: entry {index} has an empty "instruction"')
+        checked.append({**entry, "input": entry.get("input") or ""})
+    return checked
+
+
+def load_instruction_data(path) -> list[dict]:
+    """Entries `{"instruction", "input", "output"}` from a JSON or JSON Lines file, checked."""
+    return check_records(read_json_records(path), str(path))
+
+
+def split_data(data: list, train_frac: float = 0.85, test_frac: float = 0.1):
+    """The book's positional split, in its order: the first 85% train, the next 10% test, the rest
+    (5%) validate; 935 / 110 / 55 on the book's 1,100 entries. No shuffling."""
+    train_portion = int(len(data) * train_frac)
+    test_portion = int(len(data) * test_frac)
+    train_data = data[:train_portion]
+    test_data = data[train_portion : train_portion + test_portion]
+    val_data = data[train_portion + test_portion :]
+    return train_data, test_data, val_data
+
+
+# ------------------------------------------------------------------------------------- tokenizing
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of `text`, from a tiktoken encoding (the book's) or a `transformers` tokenizer."""
+    if hasattr(tokenizer, "encode_ordinary"):  # tiktoken
+        return tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+class InstructionDataset(Dataset):
+    """The book's `InstructionDataset`: each entry tokenized as prompt + response. Items are dicts:
+    `input_ids` and `prompt_length` (tokens of `format_input(entry)`, what --mask_prompt hides)."""
+
+    def __init__(self, data, tokenizer):
+        self.data = data
+        self.items = [
+            {
+                "input_ids": encode(tokenizer, format_example(entry)),
+                "prompt_length": len(encode(tokenizer, format_input(entry))),
+            }
+            for entry in data
+        ]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+class InstructionCollator:
+    """The book's `custom_collate_fn` for the Trainer.
+
+    Each row gets one <|endoftext|> (50256) appended and is padded with 50256 to the batch's longest
+    row + 1; `inputs` is that without its last token, `targets` without its first; every 50256 in
+    `targets` after the first becomes -100 (ignored); both are cut to `allowed_max_length`. With
+    `mask_prompt` (the book's exercise 7.2) the targets that are prompt tokens are -100 too.
+
+    Our model, like every Hugging Face causal LM, shifts `labels` itself (logit t is scored against
+    label t + 1). So the batch carries the book's targets as `shift_labels`, which the loss uses as
+    is, and `labels` = the same targets moved one to the right (`labels[:, t + 1] == targets[:, t]`,
+    `labels[:, 0] = -100`) for what reads `labels` (the Trainer's token count, `model(..., labels=)`
+    alone). Scored this way, the loss is exactly the book's `calc_loss_batch(inputs, targets)`.
+    """
+
+    def __init__(
+        self, pad_token_id=PAD_TOKEN_ID, ignore_index=IGNORE_INDEX, allowed_max_length=None, mask_prompt=False
+    ):
+        self.pad_token_id = pad_token_id
+        self.ignore_index = ignore_index
+        self.allowed_max_length = allowed_max_length
+        self.mask_prompt = mask_prompt
+
+    def book_batch(self, batch):
+        """(inputs, targets) as the book's `custom_collate_fn` returns them; `batch` holds lists of
+        ids or dicts with `input_ids` (and `prompt_length` for `mask_prompt`)."""
+        items = [item if isinstance(item, dict) else {"input_ids": item} for item in batch]
+        batch_max_length = max(len(item["input_ids"]) + 1 for item in items)
+        inputs_lst, targets_lst = [], []
+        for item in items:
+            new_item = list(item["input_ids"]) + [self.pad_token_id]
+            padded = new_item + [self.pad_token_id] * (batch_max_length - len(new_item))
+            inputs = torch.tensor(padded[:-1])
+            targets = torch.tensor(padded[1:])
+            indices = torch.nonzero(targets == self.pad_token_id).squeeze(-1)
+            if indices.numel() > 1:
+                targets[indices[1:]] = self.ignore_index
+            if self.mask_prompt:
+                targets[: item["prompt_length"] - 1] = self.ignore_index
+            if self.allowed_max_length is not None:
+                inputs = inputs[: self.allowed_max_length]
+                targets = targets[: self.allowed_max_length]
+            inputs_lst.append(inputs)
+            targets_lst.append(targets)
+        return torch.stack(inputs_lst), torch.stack(targets_lst)
+
+    def __call__(self, batch):
+        inputs, targets = self.book_batch(batch)
+        labels = torch.full_like(targets, self.ignore_index)
+        labels[:, 1:] = targets[:, :-1]
+        return {"input_ids": inputs, "labels": labels, "shift_labels": targets}
+
+
+# ------------------------------------------------------------------------------------------- LoRA
+# Every Linear layer of the transformer blocks, as the book's exercise 7.4 (appendix E) replaces them;
+# the output head stays as it is (it is tied to the token embedding in GPT-2-shaped models).
+LORA_TARGET_MODULES = ["W_query", "W_key", "W_value", "out_proj", "ff.layers.0", "ff.layers.2"]
+
+
+def add_lora(model, r: int = 16, alpha: float = 16, dropout: float = 0.0, target_modules=None):
+    """`model` with peft LoRA adapters (the book's exercise 7.4: r 16, alpha 16); only they train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules or LORA_TARGET_MODULES),
+        task_type=TaskType.CAUSAL_LM,
+    )
+    return get_peft_model(model, config)
+
+
+__all__ = [
+    "INSTRUCTION_DATA_URL",
+    "PAD_TOKEN_ID",
+    "IGNORE_INDEX",
+    "format_input",
+    "format_example",
+    "extract_response",
+    "judge_prompt",
+    "instruction_data_path",
+    "read_json_records",
+    "check_records",
+    "load_instruction_data",
+    "split_data",
+    "encode",
+    "InstructionDataset",
+    "InstructionCollator",
+    "LORA_TARGET_MODULES",
+    "add_lora",
+]
