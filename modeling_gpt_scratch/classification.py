@@ -14,16 +14,12 @@ the same rows in the same order (tests/test_finetune_classifier.py compares them
 import csv
 import io
 import json
-import os
-import shutil
-import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, _offline, default_cache_dir
+from .data import DataError, cached_download, default_cache_dir
 
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_SPAM_FILE = "SMSSpamCollection"  # the member of the zip file, and the name in the cache
@@ -32,34 +28,21 @@ SMS_SPAM_LABELS = ["ham", "spam"]  # the book's mapping: ham 0, spam 1
 
 def sms_spam_path(cache_dir=None, url: str = SMS_SPAM_URL, timeout: float = 60.0) -> Path:
     """The SMS Spam Collection (tab-separated `label<TAB>text` lines) in `cache_dir` (default
-    `default_cache_dir()`) under `sms_spam_collection/SMSSpamCollection`, downloaded and unzipped there
-    once from UCI. Offline a missing file is a `DataError` that says where to put it."""
+    `default_cache_dir()`) under `sms_spam_collection/SMSSpamCollection`, taken out of UCI's zip file
+    once (see `data.cached_download`)."""
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    folder = cache_dir / "sms_spam_collection"
-    path = folder / SMS_SPAM_FILE
-    if path.is_file():
-        return path
-    where = f"put the file {SMS_SPAM_FILE} from {url} (5,574 lines) at {path}"
-    if _offline():
-        raise DataError(f"{path} is missing and this machine is offline: {where}, or pass --train_file")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{SMS_SPAM_FILE}.", dir=folder)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive, os.fdopen(fd, "wb") as out:
+
+    def unzip(payload: bytes) -> bytes:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             member = next((n for n in archive.namelist() if Path(n).name == SMS_SPAM_FILE), None)
             if member is None:
-                raise DataError(f"{url} holds no {SMS_SPAM_FILE}: {where}")
-            with archive.open(member) as source:
-                shutil.copyfileobj(source, out)
-        os.replace(tmp, path)  # a half-written file is never taken for the real one
-    except (OSError, zipfile.BadZipFile) as error:
-        raise DataError(f"could not download {url} ({error}): {where}") from error
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+                raise zipfile.BadZipFile(f"the archive holds no {SMS_SPAM_FILE}")
+            return archive.read(member)
+
+    path = cache_dir / "sms_spam_collection" / SMS_SPAM_FILE
+    return cached_download(
+        path, url, f"the file {SMS_SPAM_FILE} from {url} (5,574 lines)", timeout, unpack=unzip
+    )
 
 
 def read_sms_spam(path) -> list[tuple[str, str]]:

@@ -16,9 +16,9 @@ copying it.
 
 import glob
 import os
-import shutil
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,32 +50,42 @@ def _offline() -> bool:
     )
 
 
-def the_verdict_path(cache_dir=None, url: str = THE_VERDICT_URL, timeout: float = 30.0) -> Path:
-    """The book's `the-verdict.txt`: from `cache_dir` (default `default_cache_dir()`) when it is
-    there, else downloaded from the book's repository into it once.
+def cached_download(path: Path, url: str, what: str, timeout: float = 30.0, unpack=None) -> Path:
+    """`path` when it is there, else `url` downloaded to it once; `unpack` turns the downloaded bytes
+    into the file's (e.g. one member of a zip archive). The file is written under a temporary name and
+    renamed, so a half-download is never taken for the real file.
 
     Offline (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE` or `GPT_SCRATCH_OFFLINE` set) nothing is
-    downloaded, and a missing file is a `DataError` that says where to put it.
+    downloaded, and a missing file is a `DataError` that says where to put `what`.
     """
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = cache_dir / THE_VERDICT_FILE
+    path = Path(path)
     if path.is_file():
         return path
-    where = f"put the book's the-verdict.txt ({THE_VERDICT_CHARS:,} characters, from {url}) at {path}"
+    where = f"put {what} at {path}"
     if _offline():
         raise DataError(f"{path} is missing and this machine is offline: {where}, or pass --train_file")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{THE_VERDICT_FILE}.", dir=cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        os.replace(tmp, path)  # a half-downloaded file is never taken for the real one
-    except OSError as error:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                payload = response.read()
+            out.write(unpack(payload) if unpack else payload)
+        os.replace(tmp, path)
+    except (OSError, zipfile.BadZipFile) as error:
         raise DataError(f"could not download {url} ({error}): {where}") from error
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def the_verdict_path(cache_dir=None, url: str = THE_VERDICT_URL, timeout: float = 30.0) -> Path:
+    """The book's `the-verdict.txt` in `cache_dir` (default `default_cache_dir()`), downloaded from the
+    book's repository once (see `cached_download`)."""
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    what = f"the book's {THE_VERDICT_FILE} ({THE_VERDICT_CHARS:,} characters, from {url})"
+    return cached_download(cache_dir / THE_VERDICT_FILE, url, what, timeout)
 
 
 def resolve_text_files(specs) -> list[Path]:

@@ -13,16 +13,12 @@ our model's loss read (see `InstructionCollator`).
 """
 
 import json
-import os
-import shutil
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from .data import DataError, _offline, default_cache_dir
+from .data import DataError, cached_download, default_cache_dir
 
 INSTRUCTION_DATA_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/"
@@ -73,30 +69,11 @@ def judge_prompt(entry: dict, response_key: str = "model_response") -> str:
 
 # ------------------------------------------------------------------------------------------ files
 def instruction_data_path(cache_dir=None, url: str = INSTRUCTION_DATA_URL, timeout: float = 30.0) -> Path:
-    """The book's `instruction-data.json`: from `cache_dir` (default `$GPT_SCRATCH_CACHE`, else
-    `~/.cache/gpt-scratch/data`) when it is there, else downloaded into it once. Offline, a missing
-    file is a `DataError` that says where to put it."""
+    """The book's `instruction-data.json` in `cache_dir` (default `$GPT_SCRATCH_CACHE`, else
+    `~/.cache/gpt-scratch/data`), downloaded once (see `data.cached_download`)."""
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    path = cache_dir / INSTRUCTION_DATA_FILE
-    if path.is_file():
-        return path
-    where = (
-        f"put the book's {INSTRUCTION_DATA_FILE} ({INSTRUCTION_DATA_ENTRIES:,} entries, from {url}) at {path}"
-    )
-    if _offline():
-        raise DataError(f"{path} is missing and this machine is offline: {where}, or pass --train_file")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{INSTRUCTION_DATA_FILE}.", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        os.replace(tmp, path)  # a half-downloaded file is never taken for the real one
-    except OSError as error:
-        raise DataError(f"could not download {url} ({error}): {where}") from error
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    what = f"the book's {INSTRUCTION_DATA_FILE} ({INSTRUCTION_DATA_ENTRIES:,} entries, from {url})"
+    return cached_download(cache_dir / INSTRUCTION_DATA_FILE, url, what, timeout)
 
 
 def read_json_records(path) -> list:

@@ -275,9 +275,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         for block in self.trf_blocks:
             if output_hidden_states:
                 all_hidden_states += (x,)
-            x, attn_weights = block(
-                x, mask=mask, cache=cache, output_attentions=output_attentions
-            )
+            x, attn_weights = block(x, mask=mask, cache=cache, output_attentions=output_attentions)
             if output_attentions:
                 all_attentions += (attn_weights,)
         x = self.final_norm(x)

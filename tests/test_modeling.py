@@ -216,9 +216,12 @@ def test_cached_equals_uncached(attn):
             out = ours(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
             steps.append(out.logits)
         chunk = ours(ids[:, 9:], past_key_values=ours(ids[:, :9], use_cache=True).past_key_values).logits
+        # transformers >= 5.24 passes the cache as `cache=`; the model takes either name
+        renamed = ours(ids[:, 9:], cache=ours(ids[:, :9], use_cache=True).past_key_values).logits
     assert cache.get_seq_length() == 12
     assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
     assert (chunk - full[:, 9:]).abs().max() <= 1e-5  # several new tokens on top of a cache
+    assert torch.equal(renamed, chunk)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
