@@ -2,12 +2,34 @@
 writable caches so tests never touch the user's Hub or datasets cache."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_script(script, *args, env, timeout=300):
+    """A project script run as a user runs it: its own Python process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )
+
+
+def ok(result):
+    """A clean run: exit status 0 and no traceback. Returns its standard output."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    return result.stdout
 
 
 def shared_data_dir() -> Path | None:

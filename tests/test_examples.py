@@ -3,18 +3,15 @@ tiny model saved in a temporary folder. Needs GPT-2's tokenizer (source ../share
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, ok, run_script
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, set_seed
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 GENERATE = REPO / "examples" / "generate.py"
 DEMO = REPO / "examples" / "demo.py"
 PROMPT = "Every effort moves you"
@@ -30,21 +27,7 @@ def env(tmp_path_factory):
 
 
 def run(env, script, *args):
-    return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
+    return run_script(script, *args, env=env)
 
 
 @pytest.fixture(scope="module")

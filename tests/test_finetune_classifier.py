@@ -6,14 +6,13 @@ import csv
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, ok, run_script
 from transformers import AutoModelForSequenceClassification
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
@@ -28,7 +27,6 @@ from modeling_gpt_scratch.classification import (
 from modeling_gpt_scratch.data import DataError
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "finetune_classifier.py"
 # A 1.6M-parameter GPT (GPT-2's vocabulary, so GPT-2's tokenizer fits), no dropout: runs are exact.
 SMALL = dict(emb_dim=32, n_layers=2, n_heads=2, context_length=64, drop_rate=0.0)
@@ -84,21 +82,7 @@ def base_lm(tmp_path_factory):
 
 
 def run_example(env, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return result.stdout
+    return run_script(SCRIPT, *args, env=env, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------ the book's data

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, ok, run_script
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
@@ -27,7 +28,6 @@ from modeling_gpt_scratch.instruction import (
 )
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "finetune_instruction.py"
 RESPONSE_FILE = "instruction-data-with-response.json"
 SMALL = ["--config_name", "tiny", "--config_overrides", "emb_dim=32,n_layers=2,n_heads=2"]
@@ -190,21 +190,7 @@ def env(tmp_path_factory):
 
 
 def run(env, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return result.stdout
+    return run_script(SCRIPT, *args, env=env, timeout=timeout)
 
 
 def test_lora_run_end_to_end(env, data_file, data, tmp_path):

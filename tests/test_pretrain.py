@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, ok, run_script
 from transformers import AutoModelForCausalLM
 
 from modeling_gpt_scratch.data import (
@@ -23,7 +24,6 @@ from modeling_gpt_scratch.data import (
 )
 from modeling_gpt_scratch.tokenization import get_tiktoken_encoding, load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "examples" / "pretrain.py"
 # The tiny preset cut down to 1.6M parameters (GPT-2's vocabulary stays, so the tokenizer fits).
 SMALL = ["--config_name", "tiny", "--config_overrides", "emb_dim=32,n_layers=2,n_heads=2,context_length=32"]
@@ -46,21 +46,7 @@ def env(tmp_path_factory):
 
 
 def pretrain(env, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(PRETRAIN), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
-
-
-def ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    return result.stdout
+    return run_script(PRETRAIN, *args, env=env, timeout=timeout)
 
 
 def fails_cleanly(result, message):
