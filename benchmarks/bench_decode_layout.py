@@ -8,9 +8,14 @@ token, three ways, with the same weights:
 * `Conv1D` layout (GPT-2's): the same weights stored transposed, `[in, out]`, `torch.addmm`;
 * GPT-2's own `GPT2MLP` module holding those weights.
 
-Rounds alternate the three, medians are printed (microseconds per call).
+Then the whole 124M model (`bench_cpu.py`'s pair, same weights): greedy generation of 64 tokens with
+the KV cache by GPT2LMHeadModel, by ours, and by ours with every block's `nn.Linear` weight stored
+column-major (the same `[out, in]` tensor and values, laid out like `Conv1D`: `w.t().contiguous().t()`).
+That layout is not the model's default because torch's FSDP2 refuses non-contiguous parameters.
 
-    python benchmarks/bench_decode_layout.py [--rounds 7] [--calls 300]
+Rounds alternate the variants, medians are printed.
+
+    python benchmarks/bench_decode_layout.py [--rounds 7] [--calls 300] [--generate_rounds 5]
 """
 
 import argparse
@@ -21,10 +26,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import GPT2Config
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from modeling_gpt_scratch import GPTScratchConfig  # noqa: E402
 from modeling_gpt_scratch.modeling_gpt_scratch import FeedForward  # noqa: E402
 
@@ -33,6 +39,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=300)
+    p.add_argument("--generate_rounds", type=int, default=5, help="0 skips the whole-model part")
     args = p.parse_args()
     torch.manual_seed(0)
 
@@ -75,6 +82,36 @@ def main():
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:28s} {med:8.0f} us   ({base / med:.2f}x ours' speed)")
+    if args.generate_rounds:
+        generation(args.generate_rounds)
+
+
+def generation(rounds):
+    from bench_cpu import build_models
+
+    models = build_models()
+    column_major = build_models(("ours",))["ours"]
+    for block in column_major.model.trf_blocks:
+        for module in block.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.data = module.weight.data.t().contiguous().t()
+    variants = {"GPT2LMHeadModel": models["hf"], "ours": models["ours"], "ours, column-major": column_major}
+    ids = torch.randint(0, 50256, (1, 16), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=64, min_new_tokens=64, do_sample=False)
+    times = {name: [] for name in variants}
+    with torch.no_grad():
+        outputs = {name: m.generate(ids, **kwargs) for name, m in variants.items()}  # warm-up
+        assert all(torch.equal(o, outputs["GPT2LMHeadModel"]) for o in outputs.values()), "different tokens"
+        for r in range(rounds):
+            for name in list(variants) if r % 2 == 0 else list(reversed(variants)):
+                t0 = time.perf_counter()
+                variants[name].generate(ids, **kwargs)
+                times[name].append(time.perf_counter() - t0)
+    hf = statistics.median(times["GPT2LMHeadModel"])
+    print(f"\ngreedy generation, 16 + 64 tokens, batch 1, KV cache, 124M, {rounds} rounds")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:28s} {med:8.3f} s    (speed ratio HF/this {hf / med:.2f})")
 
 
 if __name__ == "__main__":
