@@ -57,6 +57,15 @@ def _writable_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a busy 2-core machine (no spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

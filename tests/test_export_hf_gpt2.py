@@ -27,13 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "conversion" / "export_hf_gpt2.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and far faster on a busy 2-core machine (no spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(name, path):
