@@ -1,9 +1,13 @@
 """Shared fixtures: the public data in ../shared (see ../shared/data/README.md), tiny models, and
 writable caches so tests never touch the user's Hub or datasets cache."""
 
+import contextlib
+import functools
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,21 @@ def run_script(script, *args, env, timeout=300):
         encoding="utf-8",
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def serve_folder(folder):
+    """An HTTP server on 127.0.0.1 for the files in `folder`, for the length of the block; yields its
+    base URL. After the block nothing answers there, as on a machine that lost its network."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def ok(result):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script
+from conftest import REPO, ok, run_script, serve_folder
 from transformers import AutoModelForSequenceClassification
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
@@ -106,10 +106,6 @@ def test_sms_preparation_is_the_books(sms):
 
 
 def test_sms_is_downloaded_once_and_offline_says_where(sms, tmp_path, monkeypatch):
-    import functools
-    import http.server
-    import threading
-
     served = tmp_path / "served"
     served.mkdir()
     with zipfile.ZipFile(served / "sms.zip", "w") as archive:
@@ -117,16 +113,9 @@ def test_sms_is_downloaded_once_and_offline_says_where(sms, tmp_path, monkeypatc
         archive.writestr("readme", "the corpus readme")
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "GPT_SCRATCH_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/sms.zip"
-    try:
+    with serve_folder(served) as base:
+        url = f"{base}/sms.zip"
         path = sms_spam_path(tmp_path / "cache", url=url)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert path == tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection"
     assert path.read_bytes() == sms.read_bytes()
     assert sorted(p.name for p in path.parent.iterdir()) == ["SMSSpamCollection"]  # no temp files left

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_script
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM, GPTScratchModel, hub
 from modeling_gpt_scratch.convert_utils import run_cli
@@ -20,7 +21,6 @@ from modeling_gpt_scratch.tokenization import load_tokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_hub import TOKEN, FakeHub  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=50257, context_length=32, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
 # Prepended to a subprocess's code: `import modeling_gpt_scratch` fails there, as on a machine without it.
 NO_PACKAGE = """
@@ -334,14 +334,7 @@ def test_convert_hf_gpt2_pushes_with_the_hub_input_as_base_model(fake_hub, hub_e
     src.save_pretrained(tmp_path / "src")
     fake_hub.commit("acme/tiny-gpt2", {p.name: p.read_bytes() for p in (tmp_path / "src").iterdir()})
     args = ["--input", "acme/tiny-gpt2", "--output", tmp_path / "tiny-gpt2-scratch", "--push_to_hub"]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "conversion" / "convert_hf_gpt2.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=hub_env,
-        cwd=REPO,
-    )
+    result = run_script(REPO / "conversion" / "convert_hf_gpt2.py", *args, env=hub_env)
     assert result.returncode == 0, result.stderr[-3000:]
     files = fake_hub.files("tester/tiny-gpt2-scratch")  # the default repo: the output folder's name
     assert f"-> {fake_hub.url}/tester/tiny-gpt2-scratch/commit/" in result.stdout
@@ -401,14 +394,7 @@ def test_pretrain_pushes_at_the_end(fake_hub, hub_env, shared_data, tokenizer_di
         "--train_file", shared_data / "the-verdict" / "the-verdict.txt", "--tokenizer_name", tokenizer_dir,
     ]  # fmt: skip
     env = {**hub_env, "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "pretrain.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO,
-    )
+    result = run_script(REPO / "examples" / "pretrain.py", *args, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     files = fake_hub.files("tester/verdict-gpt")
     assert {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script
+from conftest import REPO, ok, run_script, serve_folder
 from transformers import AutoModelForCausalLM
 
 from modeling_gpt_scratch.data import (
@@ -104,24 +104,13 @@ def test_sliding_window_loader_gives_the_books_batches(verdict):
 def test_the_verdict_is_downloaded_once_into_the_cache(verdict, tmp_path, monkeypatch):
     """The default data: fetched from its URL (here a local server) into the cache folder, then read
     from there; offline, or when the download fails, the error says where to put the file."""
-    import functools
-    import http.server
-    import threading
-
     from modeling_gpt_scratch.data import the_verdict_path
 
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "GPT_SCRATCH_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(verdict.parent))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/the-verdict.txt"
-    try:
+    with serve_folder(verdict.parent) as base:
+        url = f"{base}/the-verdict.txt"
         path = the_verdict_path(tmp_path / "cache", url=url)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert path == tmp_path / "cache" / "the-verdict.txt"
     assert path.read_bytes() == verdict.read_bytes() and sorted(p.name for p in path.parent.iterdir()) == [
         path.name
