@@ -1,11 +1,7 @@
 """Pieces shared by the checkpoint converters in `conversion/`.
 
-- `ConversionError`: a problem with a converter's input or output, told in one line that names
-  the file or tensor and what was expected.
-- `atomic_output_dir`: write into a temporary folder beside the output and move it into place only
-  when everything has been written, so a failed run leaves no half-written output behind.
-- `run_cli`: run a converter's `main`, turning a `ConversionError` (or an `OSError`, or Ctrl-C)
-  into one `error: ...` line on stderr and a non-zero exit status, with no traceback.
+- `ConversionError`, `atomic_output_dir`, `run_cli`: the command-line basics every script shares,
+  from `modeling_gpt_scratch.cli` (`ConversionError` is its `CLIError`).
 - `parse_dtype`, `parse_shard_size`: the `--dtype` and `--max_shard_size` options, checked up front.
 
 A converter is written as a function `convert(input, output, ...)` that raises `ConversionError`,
@@ -13,27 +9,18 @@ and a `main(argv)` that parses arguments and calls it; the script ends with
 `sys.exit(run_cli(main))`.
 """
 
-import contextlib
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from .cli import CLIError, atomic_output_dir, one_line, run_cli
+
+ConversionError = CLIError  # the converters' name for it
+__all__ = ["ConversionError", "atomic_output_dir", "one_line", "run_cli"]
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ConversionError(Exception):
-    """A converter's input or output is not what it expects. The message is one line for the user."""
-
-
-def one_line(text: object, limit: int = 400) -> str:
-    """`text` squeezed onto one line (library messages often span several), at most `limit` characters."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def parse_dtype(name: str) -> torch.dtype:
@@ -59,84 +46,6 @@ def parse_shard_size(size: int | str) -> int | str:
             f"max_shard_size {size!r} is not a size: use a whole number and a unit, like 5GB, 500MB or 2GiB."
         )
     return size
-
-
-def _remove_new_parents(created: list[Path]) -> None:
-    for folder in reversed(created):  # innermost first; only folders this run made and left empty
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-@contextlib.contextmanager
-def atomic_output_dir(output: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `output`; move it to `output` when the block succeeds.
-
-    `output` may not exist yet (missing parents are created) or be an empty folder; a non-empty one
-    is a `ConversionError` unless `overwrite`, in which case it is replaced only once the new one is
-    complete. If the block raises (or is interrupted), the temporary folder and any parents made
-    for it are removed, so no output is left behind.
-    """
-    output = Path(output).absolute()
-    if output.exists() and not output.is_dir():
-        raise ConversionError(f"output {output} exists and is not a folder.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise ConversionError(
-            f"output folder {output} exists and is not empty; pass --overwrite to replace it."
-        )
-
-    created = [p for p in reversed(output.parents) if not p.exists()]
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    except OSError as e:
-        _remove_new_parents(created)
-        raise ConversionError(f"cannot create the output folder beside {output}: {one_line(e)}") from e
-
-    try:
-        yield tmp
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); give it a normal folder's mode
-        old = None
-        if output.is_dir() and any(output.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old)  # onto the empty folder mkdtemp made
-        elif output.is_dir():
-            output.rmdir()
-        try:
-            os.replace(tmp, output)
-        except BaseException:
-            if old is not None:
-                os.replace(old, output)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_new_parents(created)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run `main(argv)` and return an exit status for `sys.exit`.
-
-    A `ConversionError` or `OSError` (a file that cannot be read or written, a full disk) becomes
-    one `error: ...` line on stderr and status 1; Ctrl-C becomes status 130. Any other exception is
-    a bug in the converter and keeps its traceback.
-    """
-    try:
-        main(argv)
-    except (ConversionError, OSError) as e:
-        print(f"error: {one_line(e, limit=2000)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; no output was written.", file=sys.stderr)
-        return 130
-    return 0
 
 
 # ------------------------------------------- tensors and models (the book and export converters)
