@@ -70,6 +70,24 @@ class GPTScratchConfig(PretrainedConfig):
 
     model_type = "gpt_scratch"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the KV cache: "cache" from transformers 5.24
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")`): Q, K, V and the first feed-forward
+    # layer split by output features (each rank holds whole heads), the output projections split by input
+    # features, so each block needs one all-reduce after attention and one after the feed-forward.
+    base_model_tp_plan = {
+        "trf_blocks.*.att.W_query": "colwise",
+        "trf_blocks.*.att.W_key": "colwise",
+        "trf_blocks.*.att.W_value": "colwise",
+        "trf_blocks.*.att.out_proj": "rowwise",
+        "trf_blocks.*.ff.layers.0": "colwise",
+        "trf_blocks.*.ff.layers.2": "rowwise",
+    }
+    # Pipeline stages: which inputs each top-level part takes and what it hands on.
+    base_model_pp_plan = {
+        "tok_emb": (["input_ids"], ["inputs_embeds"]),
+        "pos_emb": (["position_ids"], ["position_embeds"]),
+        "trf_blocks": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "final_norm": (["hidden_states"], ["hidden_states"]),
+    }
     attribute_map = {
         "hidden_size": "emb_dim",
         "num_attention_heads": "n_heads",

@@ -256,16 +256,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        self._check_inputs(
-            input_ids,
-            num_tokens,
-            attention_mask,
-            position_ids,
-            cache if cache is not None else past_key_values,
-        )
-        if input_ids is not None:
-            inputs_embeds = self.tok_emb(input_ids)
-
+        device = (input_ids if input_ids is not None else inputs_embeds).device
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
@@ -287,7 +278,10 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
                 # Positions follow the mask, so a left-padded row computes what it computes alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -num_tokens:]
             else:
-                position_ids = (torch.arange(num_tokens, device=inputs_embeds.device) + past_len)[None]
+                position_ids = (torch.arange(num_tokens, device=device) + past_len)[None]
+        self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len)
+        if input_ids is not None:
+            inputs_embeds = self.tok_emb(input_ids)
 
         # Causal + padding, or a caller's 4D mask, or per-sequence blocks for packed sequences (positions
         # restarting at 0, no mask), in the form the attention implementation wants. A cache made just
@@ -307,37 +301,38 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
 
-    def _check_inputs(self, input_ids, num_tokens, attention_mask, position_ids, cache):
+    def _check_inputs(self, input_ids, num_tokens, attention_mask, position_ids, past_len):
         """Bad input gets a clear `ValueError` here instead of an index error deep inside `nn.Embedding`
-        (or a device-side assert on a GPU), at no per-token cost:
+        (or a device-side assert on a GPU), without stalling a GPU at every decode step:
 
-        - Lengths are checked from shapes, which costs nothing, in every call: the tokens of a 2D mask
-          (what `generate` passes, also with a static cache), or cache length + new tokens when the
-          cache length is a Python int (the dynamic cache).
-        - Values (token ids in the vocabulary, explicit `position_ids` below `context_length`) need the
-          tensor's contents on the host, a sync that stalls a GPU. They are read only in eager runs
-          and only for inputs of more than one token per row, i.e. once per prompt, never per decode
-          step (the tokens `generate` feeds back come from this model's own head, so they are in
-          range) and never under `torch.compile` / `torch.export`, where the check would break the graph.
+        - Lengths are first checked from shapes, which costs nothing and also holds under compilation:
+          the tokens of a 2D mask (what `generate` passes), or cache length + new tokens when the cache
+          length is a Python int (the dynamic cache).
+        - Values (token ids inside the vocabulary, positions below `context_length`) need the tensors'
+          contents on the host. On an accelerator that is a sync, so they are read only for inputs of
+          more than one token per row: once per prompt, never per decode step (the tokens `generate`
+          feeds back come from this model's own head). On the CPU reading a value costs microseconds, so
+          every eager call is checked (this catches a static cache run past the context). Never under
+          `torch.compile` / `torch.export`, where reading a value would break the graph.
         """
         if attention_mask is not None and attention_mask.ndim == 2:
             total = attention_mask.shape[-1]
-        elif isinstance(cache, Cache) and isinstance(past := cache.get_seq_length(), int):
-            total = past + num_tokens
         else:
-            total = num_tokens
+            total = past_len + num_tokens if isinstance(past_len, int) else 0
         if total > self.config.context_length:
             self._too_long(total)
-        if input_ids is None or num_tokens <= 1 or input_ids.numel() == 0 or torch.compiler.is_compiling():
+        on_cpu = position_ids.device.type == "cpu"
+        if torch.compiler.is_compiling() or not (num_tokens > 1 or on_cpu) or position_ids.numel() == 0:
             return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}): encode the text with "
-                f"this model's tokenizer (GPT-2 BPE for vocab_size 50257), or set vocab_size to cover it."
-            )
-        if position_ids is not None and (last := int(position_ids.max())) >= self.config.context_length:
+        if input_ids is not None:
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}): encode the text "
+                    f"with this model's tokenizer (GPT-2 BPE for vocab_size 50257), or set vocab_size to cover it."
+                )
+        if (last := int(position_ids.max())) >= self.config.context_length:
             self._too_long(last + 1)
 
     def _too_long(self, length):
