@@ -309,12 +309,76 @@ def test_both_cache_names():
     assert getattr(new_name, CACHE_FIELD).get_seq_length() == 10
 
 
-def test_tensor_parallel_and_pipeline_plans():
+def test_tensor_parallel_and_pipeline_plans_name_real_modules():
     config = tiny_config()
     tp = type(config).base_model_tp_plan
-    assert tp["trf_blocks.*.att.W_query"] == "colwise" and tp["trf_blocks.*.att.out_proj"] == "rowwise"
-    assert tp["trf_blocks.*.ff.layers.0"] == "colwise" and tp["trf_blocks.*.ff.layers.2"] == "rowwise"
+    assert tp == {
+        "trf_blocks.*.att.W_query": "colwise",
+        "trf_blocks.*.att.W_key": "colwise",
+        "trf_blocks.*.att.W_value": "colwise",
+        "trf_blocks.*.att.out_proj": "rowwise",
+    }
     names = {n for n, _ in GPTScratchModel(config).named_modules()}
     for pattern in tp:
-        assert any(n.startswith(pattern.replace("*", "0")) for n in names), pattern
+        assert pattern.replace("*", "0") in names, pattern
     assert set(type(config).base_model_pp_plan) == {"tok_emb", "pos_emb", "trf_blocks", "final_norm"}
+    for name in type(config).base_model_pp_plan:
+        assert name in names
+
+
+TP_WORKER = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM
+import modeling_gpt_scratch  # registers the Auto classes
+
+folder, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(folder, tp_plan="auto").eval()
+ids = torch.tensor(json.loads(os.environ["TP_IDS"]))
+with torch.no_grad():
+    logits = model(ids).logits
+    generated = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+w_query = model.model.trf_blocks[0].att.W_query.weight
+if dist.get_rank() == 0:
+    torch.save(
+        {
+            "world_size": dist.get_world_size(),
+            "logits": logits,
+            "generated": generated,
+            "sharded": type(w_query).__name__,
+            "local_shape": tuple(w_query.to_local().shape),
+        },
+        out,
+    )
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_tensor_parallel_on_two_cpu_processes(tmp_path):
+    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: Q/K/V/out_proj are sharded
+    DTensors, and logits and generated tokens are those of one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model = GPTScratchForCausalLM(tiny_config(tie_word_embeddings=True)).eval()
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "worker.py").write_text(TP_WORKER)
+    ids = torch.randint(1, VOCAB, (2, 9))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TP_IDS": json.dumps(ids.tolist())}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "worker.py"), str(tmp_path / "model"), str(tmp_path / "out.pt")],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert got["world_size"] == 2
+    assert got["sharded"] == "DTensor" and got["local_shape"] == (16, 32)  # half of W_query's rows
+    with torch.no_grad():
+        assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
+        expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert torch.equal(got["generated"], expected)
