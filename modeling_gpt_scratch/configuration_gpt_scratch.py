@@ -70,6 +70,25 @@ class GPTScratchConfig(PretrainedConfig):
 
     model_type = "gpt_scratch"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the KV cache: "cache" from transformers 5.24
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun): Q, K and V split by
+    # output features, so each rank holds whole heads, and the output projection by input features, so
+    # each block's attention needs one all-reduce. The feed-forward stays replicated: transformers
+    # matches plan rules with every number in a name replaced by `*`, so the book's `ff.layers.0` and
+    # `ff.layers.2` (an nn.Sequential) are one rule and cannot be split column- then row-wise, and
+    # renaming them would break the book's state dict.
+    base_model_tp_plan = {
+        "trf_blocks.*.att.W_query": "colwise",
+        "trf_blocks.*.att.W_key": "colwise",
+        "trf_blocks.*.att.W_value": "colwise",
+        "trf_blocks.*.att.out_proj": "rowwise",
+    }
+    # Pipeline stages: which inputs each top-level part takes and what it hands on.
+    base_model_pp_plan = {
+        "tok_emb": (["input_ids"], ["inputs_embeds"]),
+        "pos_emb": (["position_ids"], ["position_embeds"]),
+        "trf_blocks": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "final_norm": (["hidden_states"], ["hidden_states"]),
+    }
     attribute_map = {
         "hidden_size": "emb_dim",
         "num_attention_heads": "n_heads",

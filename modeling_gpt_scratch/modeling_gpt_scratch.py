@@ -17,12 +17,21 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
     SequenceClassifierOutputWithPast,
 )
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
+
+try:  # the mask type of flex attention, absent from some torch builds
+    from torch.nn.attention.flex_attention import BlockMask
+except ImportError:  # pragma: no cover
+    BlockMask = type("BlockMask", (), {})
 
 from .configuration_gpt_scratch import GPTScratchConfig
 
@@ -70,14 +79,43 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-class MultiHeadAttention(nn.Module):
-    """Causal multi-head attention from chapter 3, with a KV cache and a choice of kernels.
+def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """The book's attention (chapter 3): scaled dot products, a causal mask, softmax, dropout.
 
-    `attn_implementation="eager"` is the book's explicit masked softmax; `"sdpa"` calls
-    `torch.nn.functional.scaled_dot_product_attention`, which computes the same thing faster.
-    The mask is built once per forward by `GPTScratchModel` (True = may attend), not stored as a
-    `context_length x context_length` buffer as in the book.
+    `query`, `key`, `value` are (batch, heads, tokens, head_dim). The mask comes from transformers'
+    masking utilities: an additive float mask (0 = may attend, the dtype's minimum = may not), or a
+    boolean one (True = may attend) when a caller passes its own; `None` means plain causal, aligned to
+    the newest tokens. The minimum stands in for the book's `-inf`: a row with nothing to attend to
+    (left padding) then gets uniform weights instead of NaN. Returns the context vectors as
+    (batch, tokens, heads, head_dim), as every function in `ALL_ATTENTION_FUNCTIONS` does, and the
+    attention weights.
     """
+    attn_scores = query @ key.transpose(2, 3)
+    if attention_mask is None:
+        num_queries, num_keys = query.shape[2], key.shape[2]
+        attention_mask = torch.ones(num_queries, num_keys, dtype=torch.bool, device=query.device)
+        attention_mask = attention_mask.tril(diagonal=num_keys - num_queries)
+    if attention_mask.dtype == torch.bool:
+        attn_scores = attn_scores.masked_fill(~attention_mask, torch.finfo(attn_scores.dtype).min)
+    else:
+        attn_scores = attn_scores + attention_mask
+    attn_weights = torch.softmax(attn_scores * scaling, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    context_vec = attn_weights @ value
+    return context_vec.transpose(1, 2), attn_weights
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head attention from chapter 3, with a KV cache and any attention kernel.
+
+    The projections are the book's; the attention itself is looked up by name in transformers'
+    `ALL_ATTENTION_FUNCTIONS` (`"sdpa"`, `"flex_attention"`, `"flash_attention_2"`, or any function
+    registered with `AttentionInterface`, as vLLM's and SGLang's Transformers backends do), with
+    `eager_attention` above, the book's masked softmax, for `"eager"`. The causal mask is built once per
+    forward by `GPTScratchModel`, not stored as a `context_length x context_length` buffer as in the book.
+    """
+
+    is_causal = True  # read by the sdpa / flash / flex functions
 
     def __init__(self, cfg, layer_idx):
         super().__init__()
@@ -86,6 +124,7 @@ class MultiHeadAttention(nn.Module):
         self.d_out = cfg.emb_dim
         self.num_heads = cfg.n_heads
         self.head_dim = cfg.emb_dim // cfg.n_heads
+        self.scaling = self.head_dim**-0.5
         self.W_query = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
         self.W_key = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
         self.W_value = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
@@ -93,37 +132,31 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.residual_projection = True  # scaled at init, see `_init_weights`
         self.dropout = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, mask=None, cache=None, output_attentions=False):
+    def forward(self, x, attention_mask=None, cache=None, **kwargs):
         b, num_tokens, _ = x.shape
-        # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim)
-        queries = self.W_query(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        keys = self.W_key(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        values = self.W_value(x).view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim); -1 heads under tensor parallelism
+        shape = (b, num_tokens, -1, self.head_dim)
+        queries = self.W_query(x).view(shape).transpose(1, 2)
+        keys = self.W_key(x).view(shape).transpose(1, 2)
+        values = self.W_value(x).view(shape).transpose(1, 2)
 
-        if cache is not None:  # prepend the cached keys and values of earlier tokens
+        if cache is not None:  # add this step's keys and values to the cache, get all of them back
             keys, values = cache.update(keys, values, self.layer_idx)
 
-        attn_weights = None
-        if self.config._attn_implementation == "eager" or output_attentions:
-            if mask is None:  # plain causal mask, aligned to the newest tokens
-                mask = torch.ones(num_tokens, keys.shape[2], dtype=torch.bool, device=x.device)
-                mask = mask.tril(diagonal=keys.shape[2] - num_tokens)
-            attn_scores = queries @ keys.transpose(2, 3)
-            attn_scores = attn_scores.masked_fill(~mask, -torch.inf)
-            attn_weights = torch.softmax(attn_scores / keys.shape[-1] ** 0.5, dim=-1)
-            attn_weights = self.dropout(attn_weights)
-            context_vec = attn_weights @ values
-        else:
-            context_vec = F.scaled_dot_product_attention(
-                queries,
-                keys,
-                values,
-                attn_mask=mask,
-                dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=mask is None and num_tokens > 1,
-            )
-
-        context_vec = context_vec.transpose(1, 2).reshape(b, num_tokens, self.d_out)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
+        if kwargs.get("output_attentions") and not isinstance(attention_mask, BlockMask):
+            attention = eager_attention  # only the explicit softmax has weights to return
+        context_vec, attn_weights = attention(
+            self,
+            queries,
+            keys,
+            values,
+            attention_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        context_vec = context_vec.reshape(b, num_tokens, -1)
         return self.out_proj(context_vec), attn_weights
 
 
@@ -138,14 +171,14 @@ class TransformerBlock(GradientCheckpointingLayer):
         self.norm2 = LayerNorm(cfg.emb_dim, eps=cfg.layer_norm_epsilon)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, mask=None, cache=None, output_attentions=False):
+    def forward(self, x, attention_mask=None, cache=None, **kwargs):
         shortcut = x
-        x, attn_weights = self.att(self.norm1(x), mask, cache, output_attentions)
+        x, _ = self.att(self.norm1(x), attention_mask=attention_mask, cache=cache, **kwargs)
         x = self.drop_shortcut(x) + shortcut
 
         shortcut = x
         x = self.drop_shortcut(self.ff(self.norm2(x))) + shortcut
-        return x, attn_weights
+        return x
 
 
 class GPTScratchPreTrainedModel(PreTrainedModel):
@@ -155,24 +188,15 @@ class GPTScratchPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock"]
     _skip_keys_device_placement = ["past_key_values", "cache"]
+    # Attention goes through `ALL_ATTENTION_FUNCTIONS` and masks through `create_causal_mask`, so every
+    # kernel transformers knows works, and the forward has no host syncs or data-dependent branches.
     _supports_sdpa = True
-    _supports_attention_backend = False
-    _can_compile_fullgraph = False
-
-    def push_to_hub(self, repo_id, *args, **kwargs):
-        """With the package installed, push through `modeling_gpt_scratch.hub`, which adds a model card
-        (and `tokenizer=`, `base_model=`, `datasets=`, `metrics=`, `license=`); this file also runs
-        copied next to the weights without the package, and then pushes as `transformers` does."""
-        try:
-            from modeling_gpt_scratch.hub import push_model
-        except ImportError:
-            return super().push_to_hub(repo_id, *args, **kwargs)
-        return push_model(self, repo_id, *args, **kwargs)
-
-    @classmethod
-    def _can_set_attn_implementation(cls):
-        # `MultiHeadAttention` reads `config._attn_implementation` at every call, so switching works.
-        return True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # `output_hidden_states` / `output_attentions` (keyword or config) are collected by hooks on these.
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": MultiHeadAttention}
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -214,6 +238,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
     def set_input_embeddings(self, value):
         self.tok_emb = value
 
+    @capture_outputs
     def forward(
         self,
         input_ids=None,
@@ -223,106 +248,99 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         cache=None,
         inputs_embeds=None,
         use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
+        """`kwargs` (e.g. `output_attentions`, or what a registered attention function needs) reach
+        every attention call. The KV cache may be passed as `cache` (transformers >= 5.24) or
+        `past_key_values` (earlier); outputs name it as the installed version does."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
-        if input_ids is not None:
-            self._check_token_ids(input_ids)
-            inputs_embeds = self.tok_emb(input_ids)
-        batch_size, num_tokens = inputs_embeds.shape[:2]
-
+        num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
         if cache is None:
             cache = past_key_values
-        if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(
                 "The KV cache (`cache`, formerly `past_key_values`) must be a transformers `Cache` "
                 "(e.g. `DynamicCache`), not a tuple."
             )
-        past_len = cache.get_seq_length() if cache is not None else 0
+        new_cache = use_cache and cache is None
+        if new_cache:
+            cache = DynamicCache(config=self.config)
+        past_len = cache.get_seq_length() if cache is not None else 0  # an int, or a tensor for static caches
 
-        padded = attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask.all())
         if position_ids is None:
-            if padded:  # positions follow the mask, so a left-padded row sees what it sees alone
+            if attention_mask is not None and attention_mask.ndim == 2:
+                # Positions follow the mask, so a left-padded row computes what it computes alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -num_tokens:]
             else:
-                position_ids = torch.arange(past_len, past_len + num_tokens, device=inputs_embeds.device)[
-                    None
-                ]
-            last_position = past_len + num_tokens - 1 if not padded else int(position_ids.max())
-        else:
-            last_position = int(position_ids.max())
-        if last_position >= self.config.context_length:
-            raise ValueError(
-                f"The sequence is {last_position + 1} tokens long (prompt, cache and new tokens), but this model's "
-                f"context_length is {self.config.context_length}: truncate the input to at most "
-                f"{self.config.context_length} tokens (or generate fewer new tokens)."
-            )
+                position_ids = (torch.arange(num_tokens, device=device) + past_len)[None]
+        self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len)
+        if input_ids is not None:
+            inputs_embeds = self.tok_emb(input_ids)
 
-        mask = self._attention_mask(attention_mask, padded, num_tokens, past_len, inputs_embeds.device)
-
-        x = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for block in self.trf_blocks:
-            if output_hidden_states:
-                all_hidden_states += (x,)
-            x, attn_weights = block(x, mask=mask, cache=cache, output_attentions=output_attentions)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-        x = self.final_norm(x)
-        if output_hidden_states:
-            all_hidden_states += (x,)
-
-        return BaseModelOutputWithPast(
-            last_hidden_state=x,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            **{CACHE_FIELD: cache if use_cache else None},
+        # Causal + padding, or a caller's 4D mask, or per-sequence blocks for packed sequences (positions
+        # restarting at 0, no mask), in the form the attention implementation wants. A cache made just
+        # now is empty, so the mask is built as without one; that lets packing be detected at inference.
+        mask = create_causal_mask(
+            self.config,
+            inputs_embeds,
+            attention_mask,
+            None if new_cache else cache,
+            position_ids=position_ids,
         )
 
-    def _check_token_ids(self, input_ids):
-        """An id outside the vocabulary would otherwise fail deep inside `nn.Embedding`."""
-        if torch.compiler.is_compiling() or input_ids.numel() == 0:
-            return
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}): encode the text with "
-                f"this model's tokenizer (GPT-2 BPE for vocab_size 50257), or set vocab_size to cover it."
-            )
+        x = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))
+        for block in self.trf_blocks:
+            x = block(x, attention_mask=mask, cache=cache, **kwargs)
+        x = self.final_norm(x)
 
-    def _attention_mask(self, attention_mask, padded, num_tokens, past_len, device):
-        """A boolean (batch, 1, new tokens, all tokens) mask, True where a token may attend, or None
-        when SDPA's own causal mask (or none, for one new token) is exactly right."""
-        if attention_mask is not None and attention_mask.ndim == 4:  # prepared by the caller
-            return attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-        kv_len = past_len + num_tokens
-        if padded and attention_mask.shape[-1] != kv_len:
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[-1]} tokens but the cache and input hold {kv_len}: "
-                "pass a mask over all tokens seen so far, as `generate` does."
-            )
-        if not padded and self.config._attn_implementation != "eager" and (past_len == 0 or num_tokens == 1):
-            return None
-        mask = torch.ones(num_tokens, kv_len, dtype=torch.bool, device=device).tril(diagonal=past_len)[
-            None, None
-        ]
-        if padded:
-            mask = mask & attention_mask[:, None, None, :].bool()
-            # A padding token sees nothing; let it see everything instead of dividing 0 by 0 (NaN). Its
-            # output is never attended to, pooled or scored.
-            mask = mask | ~mask.any(dim=-1, keepdim=True)
-        return mask
+        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
+
+    def _check_inputs(self, input_ids, num_tokens, attention_mask, position_ids, past_len):
+        """Bad input gets a clear `ValueError` here instead of an index error deep inside `nn.Embedding`
+        (or a device-side assert on a GPU), without stalling a GPU at every decode step:
+
+        - Lengths are first checked from shapes, which costs nothing and also holds under compilation:
+          the tokens of a 2D mask (what `generate` passes), or cache length + new tokens when the cache
+          length is a Python int (the dynamic cache).
+        - Values (token ids inside the vocabulary, positions below `context_length`) need the tensors'
+          contents on the host. On an accelerator that is a sync, so they are read only for inputs of
+          more than one token per row: once per prompt, never per decode step (the tokens `generate`
+          feeds back come from this model's own head). On the CPU reading a value costs microseconds, so
+          every eager call is checked (this catches a static cache run past the context). Never under
+          `torch.compile` / `torch.export`, where reading a value would break the graph.
+        """
+        if attention_mask is not None and attention_mask.ndim == 2:
+            total = attention_mask.shape[-1]
+        else:
+            total = past_len + num_tokens if isinstance(past_len, int) else 0
+        if total > self.config.context_length:
+            self._too_long(total)
+        on_cpu = position_ids.device.type == "cpu"
+        if torch.compiler.is_compiling() or not (num_tokens > 1 or on_cpu) or position_ids.numel() == 0:
+            return
+        if input_ids is not None:
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}): encode the text "
+                    f"with this model's tokenizer (GPT-2 BPE for vocab_size 50257), or set vocab_size to cover it."
+                )
+        if (last := int(position_ids.max())) >= self.config.context_length:
+            self._too_long(last + 1)
+
+    def _too_long(self, length):
+        raise ValueError(
+            f"The sequence is {length} tokens long (prompt, cache and new tokens), but this model's "
+            f"context_length is {self.config.context_length}: truncate the input to at most "
+            f"{self.config.context_length} tokens (or generate fewer new tokens)."
+        )
 
 
 class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
@@ -342,6 +360,7 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.out_head = new_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -352,13 +371,12 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
         inputs_embeds=None,
         labels=None,
         use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
         logits_to_keep=0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`labels` are the inputs themselves (shifted inside, -100 ignored); `kwargs` carries the
-        Trainer's `num_items_in_batch`, so the loss is right under gradient accumulation and DDP."""
+        Trainer's `num_items_in_batch`, so the loss is right under gradient accumulation and DDP, and
+        anything the attention function needs."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -367,8 +385,8 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
         )
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:  # generate needs only the last position
@@ -406,6 +424,7 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         self.score = nn.Linear(config.emb_dim, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
@@ -416,8 +435,6 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         inputs_embeds=None,
         labels=None,
         use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
@@ -428,8 +445,8 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
         )
         hidden_states = outputs.last_hidden_state
         batch_size, num_tokens = hidden_states.shape[:2]

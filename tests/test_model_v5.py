@@ -1,0 +1,384 @@
+"""The model as transformers v5 expects a model to be: attention through `ALL_ATTENTION_FUNCTIONS`,
+masks from the masking utilities (padding, 4D masks, packed sequences), static cache and
+`torch.compile`, `torch.export`, and the output contracts (`return_dict`, `output_*` from the config,
+both names of the cache argument)."""
+
+import pytest
+import torch
+from transformers import AttentionInterface, StaticCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from modeling_gpt_scratch import (
+    GPTScratchConfig,
+    GPTScratchForCausalLM,
+    GPTScratchForSequenceClassification,
+    GPTScratchModel,
+)
+from modeling_gpt_scratch.modeling_gpt_scratch import CACHE_FIELD
+
+VOCAB = 300
+IMPLEMENTATIONS = ["eager", "sdpa", "flex_attention"]
+
+
+def tiny_config(**overrides):
+    cfg = dict(
+        vocab_size=VOCAB,
+        context_length=64,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=3,
+        drop_rate=0.0,
+        qkv_bias=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    cfg.update(overrides)
+    return GPTScratchConfig(**cfg)
+
+
+def tiny_model(attn="sdpa", cls=GPTScratchForCausalLM, **overrides):
+    model = cls(tiny_config(**overrides)).eval()
+    model.set_attn_implementation(attn)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    pass
+
+
+# ---------------------------------------------------------------- the attention interface
+
+
+def test_a_registered_attention_function_is_called_by_every_layer_with_the_kwargs():
+    calls = []
+
+    def recording_attention(module, query, key, value, attention_mask, **kwargs):
+        calls.append((module.layer_idx, kwargs.get("request_tag"), query.shape, attention_mask is not None))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("recording_attention", recording_attention)
+    AttentionMaskInterface.register("recording_attention", sdpa_mask)  # masks shaped as for sdpa
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        model.set_attn_implementation("recording_attention")
+        assert model.config._attn_implementation == "recording_attention"
+        got = model(ids, attention_mask=mask, request_tag="abc").logits
+    assert [c[0] for c in calls] == [0, 1, 2]
+    assert all(tag == "abc" and shape == (2, 4, 9, 8) and has_mask for _, tag, shape, has_mask in calls)
+    assert torch.equal(got, expected)
+
+    calls.clear()  # through the classifier too, and through generate's forward calls
+    clf = tiny_model("recording_attention", cls=GPTScratchForSequenceClassification, num_labels=2)
+    clf(ids, request_tag="clf")
+    assert [(c[0], c[1]) for c in calls] == [(0, "clf"), (1, "clf"), (2, "clf")]
+    calls.clear()
+    model.generate(ids[:1], max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert len(calls) == 3 * 3  # 3 layers, prompt + 2 decode steps
+
+
+def test_implementation_flags():
+    flags = GPTScratchForCausalLM
+    assert flags._supports_sdpa and flags._supports_flex_attn and flags._supports_attention_backend
+    assert flags._can_compile_fullgraph
+
+
+@pytest.mark.parametrize("attn", IMPLEMENTATIONS)
+def test_implementations_agree(attn):
+    model = tiny_model("eager")
+    ids = torch.randint(0, VOCAB, (2, 20))
+    mask = torch.ones_like(ids)
+    mask[1, :6] = 0
+    with torch.no_grad():
+        expected = model(ids, attention_mask=mask).logits
+        model.set_attn_implementation(attn)
+        got = model(ids, attention_mask=mask).logits
+    assert (got - expected)[mask.bool()].abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------- masks: padding, packing, 4D
+
+
+@pytest.mark.parametrize("attn", IMPLEMENTATIONS)
+@pytest.mark.parametrize("training", [False, True])
+def test_packed_sequences_equal_separate_sequences(attn, training):
+    """Positions restarting at 0 and no mask (DataCollatorWithFlattening, TRL's padding_free) mean
+    one sequence per block: no token may attend across a boundary."""
+    model = tiny_model(attn).train(training)  # drop_rate 0: training mode changes only the cache default
+    lengths = [7, 12, 5]
+    rows = [torch.randint(1, VOCAB, (1, n)) for n in lengths]
+    packed = torch.cat(rows, dim=1)
+    position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+    with torch.no_grad():
+        got = model(packed, position_ids=position_ids).logits
+        expected = torch.cat([model(row).logits for row in rows], dim=1)
+        crossing = model(packed).logits  # the same tokens as one sequence
+    assert (got - expected).abs().max() <= 1e-5
+    assert (crossing - expected).abs().max() > 1e-3  # the test can tell the difference
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
+def test_custom_4d_mask(attn, dtype):
+    """A caller's 4D mask is used as given: here the block-diagonal causal mask of two packed rows,
+    as a boolean (True = may attend) or an additive float mask (0 or the dtype's minimum)."""
+    model = tiny_model(attn)
+    a, b = torch.randint(1, VOCAB, (1, 6)), torch.randint(1, VOCAB, (1, 10))
+    allowed = torch.zeros(16, 16, dtype=torch.bool)
+    allowed[:6, :6] = torch.ones(6, 6).tril().bool()
+    allowed[6:, 6:] = torch.ones(10, 10).tril().bool()
+    mask = allowed[None, None]
+    if dtype is torch.float32:
+        mask = torch.zeros(1, 1, 16, 16).masked_fill(~mask, torch.finfo(torch.float32).min)
+    position_ids = torch.cat([torch.arange(6), torch.arange(10)])[None]
+    with torch.no_grad():
+        got = model(torch.cat([a, b], 1), attention_mask=mask, position_ids=position_ids).logits
+        expected = torch.cat([model(a).logits, model(b).logits], 1)
+    assert (got - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("attn", IMPLEMENTATIONS)
+def test_left_padded_row_computes_what_it_computes_alone(attn):
+    model = tiny_model(attn)
+    row = torch.randint(1, VOCAB, (1, 9))
+    ids = torch.cat([torch.zeros(1, 5, dtype=torch.long), row], 1)
+    mask = torch.cat([torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 9, dtype=torch.long)], 1)
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask).logits  # no position_ids: they follow the mask
+        alone = model(row).logits
+    assert not padded.isnan().any()
+    assert (padded[:, 5:] - alone).abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------- static cache, compile, export
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_static_cache_generates_the_dynamic_cache_tokens(attn):
+    model = tiny_model(attn)
+    ids = torch.randint(1, VOCAB, (3, 8))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # a left-padded row
+    mask[2, :5] = 0
+    kwargs = dict(attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    dynamic = model.generate(ids, **kwargs)
+    static = model.generate(ids, cache_implementation="static", **kwargs)
+    assert torch.equal(dynamic, static)
+
+
+def test_decode_step_compiles_without_graph_breaks():
+    """One token on top of a static cache, through `torch.compile(fullgraph=True)` (which raises on
+    any graph break or host sync); the logits are those of a full forward."""
+    torch._dynamo.reset()
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 12))
+    with torch.no_grad():
+        full = model(ids).logits
+        cache = StaticCache(config=model.config, max_cache_len=16)
+        steps = [model(ids[:, :8], cache=cache, use_cache=True).logits]
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        for t in range(8, 12):
+            out = compiled(
+                ids[:, t : t + 1],
+                attention_mask=torch.ones(2, t + 1, dtype=torch.long),
+                position_ids=torch.full((2, 1), t),
+                cache=cache,
+                use_cache=True,
+            )
+            steps.append(out.logits)
+    assert (torch.cat(steps, 1) - full).abs().max() <= 1e-5
+
+
+def test_prefill_compiles_without_graph_breaks():
+    """The input checks read tensor values only outside compilation, so a whole forward compiles too."""
+    torch._dynamo.reset()
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    with torch.no_grad():
+        compiled = torch.compile(model, fullgraph=True, backend="eager")
+        got = compiled(ids, attention_mask=mask, use_cache=False).logits
+        expected = model(ids, attention_mask=mask, use_cache=False).logits
+    assert (got - expected).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_torch_export_with_and_without_a_mask(attn):
+    model = tiny_model(attn)
+    ids = torch.randint(1, VOCAB, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    other_mask = torch.ones_like(ids)
+    other_mask[1, :6] = 0
+    with torch.no_grad():
+        plain = torch.export.export(model, (ids,), kwargs={"use_cache": False}).module()
+        assert (plain(ids, use_cache=False).logits - model(ids).logits).abs().max() <= 1e-5
+        masked = torch.export.export(
+            model, (ids,), kwargs={"attention_mask": mask, "use_cache": False}
+        ).module()
+        for m in (mask, other_mask):  # the mask is an input of the program, not a constant
+            got = masked(ids, attention_mask=m, use_cache=False).logits
+            assert (got - model(ids, attention_mask=m).logits).abs().max() <= 1e-5
+
+
+def test_static_cache_generation_past_the_context_is_a_clear_error():
+    model = tiny_model("sdpa", context_length=16)
+    with pytest.raises(ValueError, match="context_length is 16"):
+        model.generate(
+            torch.ones(1, 10, dtype=torch.long),
+            max_new_tokens=10,
+            min_new_tokens=10,
+            cache_implementation="static",
+        )
+
+
+# ---------------------------------------------------------------- output contracts
+
+CLASSES = [GPTScratchModel, GPTScratchForCausalLM, GPTScratchForSequenceClassification]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_output_flags_from_the_config(cls):
+    model = cls(tiny_config(output_hidden_states=True, attn_implementation="eager", num_labels=2)).eval()
+    model.config.output_attentions = True
+    out = model(torch.randint(1, VOCAB, (2, 7)))
+    assert len(out.hidden_states) == 4 and all(h.shape == (2, 7, 32) for h in out.hidden_states)
+    assert len(out.attentions) == 3 and all(a.shape == (2, 4, 7, 7) for a in out.attentions)
+    model.config.output_attentions = False
+    model.config.output_hidden_states = False
+    out = model(torch.randint(1, VOCAB, (2, 7)))
+    assert out.hidden_states is None and out.attentions is None
+    # the keyword wins over the config, and asks sdpa for eager's weights for that call
+    model.set_attn_implementation("sdpa")
+    out = model(torch.randint(1, VOCAB, (2, 7)), output_attentions=True, output_hidden_states=True)
+    assert len(out.attentions) == 3 and len(out.hidden_states) == 4
+
+
+def test_last_hidden_state_is_the_final_norm_output():
+    model = tiny_model("sdpa", cls=GPTScratchModel)
+    ids = torch.randint(1, VOCAB, (1, 5))
+    out = model(ids, output_hidden_states=True)
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    embeddings = model.tok_emb(ids) + model.pos_emb.weight[:5]
+    assert torch.allclose(out.hidden_states[0], embeddings)  # the input of the first block
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_return_dict_false_gives_tuples(cls):
+    model = tiny_model("sdpa", cls=cls, num_labels=3)
+    ids = torch.randint(1, VOCAB, (2, 6))
+    kwargs = (
+        {}
+        if cls is GPTScratchModel
+        else {"labels": ids if cls is GPTScratchForCausalLM else torch.tensor([0, 2])}
+    )
+    with torch.no_grad():
+        as_dict = model(ids, **kwargs)
+        as_tuple = model(ids, return_dict=False, **kwargs)
+        model.config.return_dict = False
+        from_config = model(ids, **kwargs)
+    assert type(as_tuple) is tuple and type(from_config) is tuple
+    first = as_dict.last_hidden_state if cls is GPTScratchModel else as_dict.loss
+    assert torch.equal(as_tuple[0], first) and torch.equal(from_config[0], first)
+    if cls is not GPTScratchModel:  # loss, logits, cache
+        assert torch.equal(as_tuple[1], as_dict.logits)
+
+
+def test_both_cache_names():
+    """transformers 5.24 passes the cache as `cache`, earlier 5.x as `past_key_values`; the model takes
+    either, and its outputs use the installed version's field name."""
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 10))
+    with torch.no_grad():
+        out = model(ids[:, :6], use_cache=True)
+        cache = getattr(out, CACHE_FIELD)
+        assert cache.get_seq_length() == 6
+        old_name = model(ids[:, 6:], past_key_values=cache, use_cache=True)
+        cache2 = getattr(model(ids[:, :6], use_cache=True), CACHE_FIELD)
+        new_name = model(ids[:, 6:], cache=cache2, use_cache=True)
+        full = model(ids).logits
+    assert torch.equal(old_name.logits, new_name.logits)
+    assert (new_name.logits - full[:, 6:]).abs().max() <= 1e-5
+    assert getattr(new_name, CACHE_FIELD).get_seq_length() == 10
+
+
+def test_tensor_parallel_and_pipeline_plans_name_real_modules():
+    config = tiny_config()
+    tp = type(config).base_model_tp_plan
+    assert tp == {
+        "trf_blocks.*.att.W_query": "colwise",
+        "trf_blocks.*.att.W_key": "colwise",
+        "trf_blocks.*.att.W_value": "colwise",
+        "trf_blocks.*.att.out_proj": "rowwise",
+    }
+    names = {n for n, _ in GPTScratchModel(config).named_modules()}
+    for pattern in tp:
+        assert pattern.replace("*", "0") in names, pattern
+    assert set(type(config).base_model_pp_plan) == {"tok_emb", "pos_emb", "trf_blocks", "final_norm"}
+    for name in type(config).base_model_pp_plan:
+        assert name in names
+
+
+TP_WORKER = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from transformers import AutoModelForCausalLM
+import modeling_gpt_scratch  # registers the Auto classes
+
+folder, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(folder, tp_plan="auto").eval()
+ids = torch.tensor(json.loads(os.environ["TP_IDS"]))
+with torch.no_grad():
+    logits = model(ids).logits
+    generated = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+w_query = model.model.trf_blocks[0].att.W_query.weight
+if dist.get_rank() == 0:
+    torch.save(
+        {
+            "world_size": dist.get_world_size(),
+            "logits": logits,
+            "generated": generated,
+            "sharded": type(w_query).__name__,
+            "local_shape": tuple(w_query.to_local().shape),
+        },
+        out,
+    )
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_tensor_parallel_on_two_cpu_processes(tmp_path):
+    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: Q/K/V/out_proj are sharded
+    DTensors, and logits and generated tokens are those of one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model = GPTScratchForCausalLM(tiny_config(tie_word_embeddings=True)).eval()
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "worker.py").write_text(TP_WORKER)
+    ids = torch.randint(1, VOCAB, (2, 9))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TP_IDS": json.dumps(ids.tolist())}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "worker.py"), str(tmp_path / "model"), str(tmp_path / "out.pt")],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert got["world_size"] == 2
+    assert got["sharded"] == "DTensor" and got["local_shape"] == (16, 32)  # half of W_query's rows
+    with torch.no_grad():
+        assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
+        expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert torch.equal(got["generated"], expected)
