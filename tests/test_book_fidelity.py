@@ -215,3 +215,117 @@ def test_appendix_d_schedule_errors():
         book_appendix_d_scheduler(optimizer, warmup_steps=0, total_steps=10)
     with pytest.raises(ValueError, match=r"needs more steps \(4\) than warm-up steps \(4\)"):
         book_appendix_d_scheduler(optimizer, warmup_steps=4, total_steps=4)
+
+
+# ------------------------------------------------------------------------------- chapter 6's classifier
+SPAM_TEXTS = [
+    "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+    "Hey, just wondering if you're up for dinner tonight?",
+    "Ok",
+    "URGENT! Your mobile number has been awarded a prize. Call 09061701461 now, claim code KL341, valid 12hrs",
+    "I'll be late, sorry",
+]
+
+
+def book_classifier(cfg, num_classes=2):
+    """Chapter 6's model: the book's GPTModel with its `out_head` replaced by a Linear(emb_dim, 2)."""
+    torch.manual_seed(123)
+    model = book_ch04.GPTModel(cfg)
+    model.out_head = torch.nn.Linear(cfg["emb_dim"], num_classes)
+    return model.eval()
+
+
+def ours_from_book(book_model, config):
+    """Our classifier with the book model's weights (same names, `out_head` is our `score`)."""
+    from modeling_gpt_scratch import GPTScratchForSequenceClassification
+
+    ours = GPTScratchForSequenceClassification(config).eval()
+    weights = {
+        ("score." + k[len("out_head.") :]) if k.startswith("out_head.") else "model." + k: v
+        for k, v in book_model.state_dict().items()
+        if not k.endswith(".att.mask")
+    }
+    ours.load_state_dict(weights, strict=True)
+    return ours
+
+
+def test_last_position_pooling_gives_the_books_classify_review(tmp_path, one_thread):
+    """A chapter 6 classifier read the book's way (right-padded to 12 tokens, last position) gives
+    the logits and answers of the book's `classify_review`, texts shorter and longer than 12 tokens,
+    alone, in a padded batch and through `pipeline("text-classification")` on a saved folder."""
+    import tiktoken
+    from transformers import pipeline
+
+    from modeling_gpt_scratch import GPTScratchConfig
+    from modeling_gpt_scratch.tokenization import load_tokenizer
+
+    cfg = {"vocab_size": 50257, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
+    cfg.update(drop_rate=0.0, qkv_bias=True)
+    book = book_classifier(cfg)
+    tiktok, padded_length = tiktoken.get_encoding("gpt2"), 12
+    assert {len(tiktok.encode(t)) > padded_length for t in SPAM_TEXTS} == {True, False}
+
+    def run_book():
+        logits, answers = [], []
+        hook = book.register_forward_hook(lambda module, args, out: logits.append(out[:, -1, :]))
+        for text in SPAM_TEXTS:
+            answers.append(book_ch06.classify_review(text, book, tiktok, "cpu", max_length=padded_length))
+        hook.remove()
+        return torch.cat(logits), answers
+
+    logits, _ = run_book()
+
+    # A random model's answers barely depend on the text: move the head's threshold between them.
+    margins = sorted((logits[:, 1] - logits[:, 0]).tolist())
+    with torch.no_grad():
+        book.out_head.bias[1] -= (margins[1] + margins[2]) / 2
+    book_logits, answers = run_book()
+    assert len(set(answers)) == 2  # the test tells the two classes apart
+
+    id2label = {0: "not spam", 1: "spam"}  # classify_review's names
+    config = GPTScratchConfig.from_book_dict(
+        cfg, id2label=id2label, classifier_pooling="last_position", classifier_padded_length=padded_length
+    )
+    ours = ours_from_book(book, config)
+    tokenizer = load_tokenizer()
+    with torch.no_grad():
+        one_by_one = torch.cat([ours(**tokenizer(t, return_tensors="pt")).logits for t in SPAM_TEXTS])
+        tokenizer.padding_side = "left"  # wherever the padding sits, the mask says what is text
+        batch = ours(**tokenizer(SPAM_TEXTS, return_tensors="pt", padding=True)).logits
+        tokenizer.padding_side = "right"
+        unpadded = ours(input_ids=tokenizer(SPAM_TEXTS[2], return_tensors="pt")["input_ids"]).logits
+    torch.testing.assert_close(one_by_one, book_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batch, book_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(unpadded[0], book_logits[2], rtol=1e-5, atol=1e-5)
+    assert [id2label[int(i)] for i in batch.argmax(-1)] == answers
+
+    ours.save_pretrained(tmp_path / "clf")
+    tokenizer.save_pretrained(tmp_path / "clf")
+    classify = pipeline("text-classification", model=str(tmp_path / "clf"), device="cpu")
+    assert [p["label"] for p in classify(SPAM_TEXTS)] == answers
+    assert [p["label"] for p in classify(SPAM_TEXTS, batch_size=3)] == answers
+
+    # Our default reads the last real token: other logits for every text shorter than 12 tokens.
+    ours.config.classifier_pooling = "last_token"
+    with torch.no_grad():
+        last_token = ours(**tokenizer(SPAM_TEXTS[2], return_tensors="pt")).logits  # "Ok": one token
+    assert not torch.allclose(last_token[0], book_logits[2], atol=1e-3)
+
+
+def test_classifier_pooling_config_errors():
+    from modeling_gpt_scratch import GPTScratchConfig
+
+    with pytest.raises(ValueError, match="`classifier_pooling` must be one of 'last_token', 'last_position'"):
+        GPTScratchConfig(classifier_pooling="mean")
+    with pytest.raises(
+        ValueError, match="`classifier_padded_length` must be a positive integer or None, got 0"
+    ):
+        GPTScratchConfig(classifier_padded_length=0)
+    with pytest.raises(
+        ValueError, match=r"`classifier_padded_length` \(2048\) exceeds `context_length` \(1024\)"
+    ):
+        GPTScratchConfig(classifier_padded_length=2048)
+    with pytest.raises(ValueError, match="pads with `pad_token_id`, which is None"):
+        GPTScratchConfig(classifier_pooling="last_position", pad_token_id=None)
+    config = GPTScratchConfig(classifier_pooling="last_position", classifier_padded_length=120)
+    assert GPTScratchConfig.from_dict(config.to_dict()).classifier_padded_length == 120
