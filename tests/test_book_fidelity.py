@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from llms_from_scratch import appendix_d as book_d
+from llms_from_scratch import appendix_e as book_e
 from llms_from_scratch import ch04 as book_ch04
 from llms_from_scratch import ch06 as book_ch06
 
@@ -329,3 +330,80 @@ def test_classifier_pooling_config_errors():
         GPTScratchConfig(classifier_pooling="last_position", pad_token_id=None)
     config = GPTScratchConfig(classifier_pooling="last_position", classifier_padded_length=120)
     assert GPTScratchConfig.from_dict(config.to_dict()).classifier_padded_length == 120
+
+
+# ------------------------------------------------------------------------------- appendix E's LoRA
+def lora_pairs(peft_model, book_model):
+    """(peft LoRA layer, book LinearWithLoRA) pairs, in module order."""
+    from peft.tuners.lora import LoraLayer
+
+    ours = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+    book = [m for m in book_model.modules() if isinstance(m, book_e.LinearWithLoRA)]
+    assert len(ours) == len(book) > 0
+    return list(zip(ours, book, strict=True))
+
+
+def test_lora_layer_scales_as_the_books(one_thread):
+    """On one Linear layer with the same A and B: style "book" gives the book's `LinearWithLoRA`
+    output, peft's own scaling gives an update r times weaker."""
+    from modeling_gpt_scratch.instruction import add_lora
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 10))
+    x = torch.randn(3, 12)
+    book = book_e.LinearWithLoRA(net[0], rank=4, alpha=8)
+    with torch.no_grad():
+        book.lora.B.normal_()
+    expected = book(x)
+    for style, factor in (("book", 1.0), ("peft", 1 / 4)):
+        ours = add_lora(
+            torch.nn.Sequential(torch.nn.Linear(12, 10)),
+            r=4,
+            alpha=8,
+            target_modules=["0"],
+            task_type=None,
+            style=style,
+        )
+        layer = ours.base_model.model[0]
+        with torch.no_grad():
+            layer.base_layer.load_state_dict(net[0].state_dict())
+            layer.lora_A["default"].weight.copy_(book.lora.A.T)
+            layer.lora_B["default"].weight.copy_(book.lora.B.T)
+            update = expected - net[0](x)
+            torch.testing.assert_close(ours(x), net[0](x) + factor * update)
+
+
+def test_lora_model_equals_appendix_e(one_thread):
+    """Appendix E's classifier: the book's GPT with a 2-class `out_head`, every Linear (the head too)
+    replaced by `LinearWithLoRA(rank, alpha)` after `torch.manual_seed(123)`. Ours with the same
+    seed: the same A matrices; with the same (trained, here random) B: the same logits."""
+    from modeling_gpt_scratch import GPTScratchConfig
+    from modeling_gpt_scratch.instruction import LORA_TARGET_MODULES, add_lora
+
+    cfg = {"vocab_size": 50257, "context_length": 16, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
+    cfg.update(drop_rate=0.0, qkv_bias=True)
+    book = book_classifier(cfg)
+    config = GPTScratchConfig.from_book_dict(
+        cfg, classifier_pooling="last_position", classifier_padded_length=16
+    )
+    ours = ours_from_book(book, config)
+
+    torch.manual_seed(123)
+    book.requires_grad_(False)
+    book_e.replace_linear_with_lora(book, rank=8, alpha=16)
+    ours = add_lora(
+        ours, r=8, alpha=16, target_modules=[*LORA_TARGET_MODULES, "score"], task_type=None, seed=123
+    )
+    trainable = sum(p.numel() for p in book.parameters() if p.requires_grad)
+    assert ours.get_nb_trainable_parameters()[0] == trainable
+    for peft_layer, book_layer in lora_pairs(ours, book):
+        torch.testing.assert_close(peft_layer.lora_A["default"].weight, book_layer.lora.A.T, rtol=0, atol=0)
+        with torch.no_grad():  # stand-ins for trained B matrices
+            book_layer.lora.B.normal_(std=0.2)
+            peft_layer.lora_B["default"].weight.copy_(book_layer.lora.B.T)
+
+    ids = torch.randint(0, 50257, (3, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, book(ids)[:, -1, :], rtol=1e-5, atol=1e-5)
+        base = ours_from_book(book_classifier(cfg), config)(input_ids=ids).logits
+    assert not torch.allclose(base, book(ids)[:, -1, :], atol=1e-2)  # the adapters do change the answers
