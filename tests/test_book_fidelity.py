@@ -407,3 +407,59 @@ def test_lora_model_equals_appendix_e(one_thread):
         torch.testing.assert_close(ours(input_ids=ids).logits, book(ids)[:, -1, :], rtol=1e-5, atol=1e-5)
         base = ours_from_book(book_classifier(cfg), config)(input_ids=ids).logits
     assert not torch.allclose(base, book(ids)[:, -1, :], atol=1e-2)  # the adapters do change the answers
+
+
+# ------------------------------------------------------------------------------- chapter 5's randomness
+def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thread):
+    """The book's chapter 5 run (seed 123, GPTModel, shuffled loader, dropout 0.1, AdamW 4e-4, an
+    evaluation every 5 steps on 5 batches) on a cut model for 2 epochs of The Verdict, with the book's
+    own code, and the same run with our model, loaders and `train_model_simple`: every evaluation equal."""
+    import tiktoken
+    from llms_from_scratch import ch02 as book_ch02
+    from llms_from_scratch import ch05 as book_ch05
+
+    from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+    from modeling_gpt_scratch.book_pretraining import book_init_, train_model_simple
+    from modeling_gpt_scratch.data import create_dataloader_v1, train_val_split
+
+    text = (shared_data / "the-verdict" / "the-verdict.txt").read_text(encoding="utf-8")
+    train_text, val_text = train_val_split(text[:8000])  # cut too: 1,700 training tokens
+    cfg = {"vocab_size": 50257, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
+    cfg.update(drop_rate=0.1, qkv_bias=False)
+    loader_args = {"batch_size": 2, "max_length": 32, "stride": 32}
+    epochs = 2
+
+    torch.manual_seed(123)
+    book = book_ch04.GPTModel(cfg)
+    initial = {k: v.clone() for k, v in book.state_dict().items() if not k.endswith(".mask")}
+    book_train = book_ch02.create_dataloader_v1(train_text, **loader_args, drop_last=True, shuffle=True)
+    book_val = book_ch02.create_dataloader_v1(val_text, **loader_args, drop_last=False, shuffle=False)
+    optimizer = torch.optim.AdamW(book.parameters(), lr=4e-4, weight_decay=0.1)
+    book_train_losses, book_val_losses, book_tokens = book_ch05.train_model_simple(
+        book, book_train, book_val, optimizer, "cpu", num_epochs=epochs, eval_freq=5, eval_iter=5,
+        start_context="Every effort moves you", tokenizer=tiktoken.get_encoding("gpt2"),
+    )  # fmt: skip
+
+    torch.manual_seed(0)  # whatever happened before: book_init_ reseeds
+    config = GPTScratchConfig.from_book_dict(cfg, tie_word_embeddings=False)
+    ours = book_init_(GPTScratchForCausalLM(config), 123)
+    for name, tensor in initial.items():
+        torch.testing.assert_close(
+            ours.state_dict()[f"model.{name}" if name != "out_head.weight" else name], tensor
+        )
+    train_loader = create_dataloader_v1(train_text, **loader_args, drop_last=True, shuffle=True)
+    val_loader = create_dataloader_v1(val_text, **loader_args, drop_last=False, shuffle=False)
+    optimizer = torch.optim.AdamW(ours.parameters(), lr=4e-4, weight_decay=0.1)
+    lines = []
+    history = train_model_simple(
+        ours, train_loader, val_loader, optimizer, num_epochs=epochs, log=lines.append
+    )
+
+    assert len(history.train_losses) == len(book_train_losses) > 10
+    assert history.tokens_seen == book_tokens
+    assert history.train_losses == pytest.approx(book_train_losses, abs=1e-5)  # 6e-7 measured
+    assert history.val_losses == pytest.approx(book_val_losses, abs=1e-5)
+    assert (
+        lines[0]
+        == f"Ep 1 (Step 000000): Train loss {book_train_losses[0]:.3f}, Val loss {book_val_losses[0]:.3f}"
+    )
