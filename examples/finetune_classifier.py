@@ -63,6 +63,13 @@ class ModelArguments:
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (appendix E: 16)"})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (appendix E: 16)"})
+    lora_style: str = field(
+        default="book",
+        metadata={
+            "help": "book: update x alpha, A as appendix E draws it; peft: x alpha/r",
+            "choices": ("book", "peft"),
+        },
+    )
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
     lora_target_modules: str = field(
         default="W_query,W_key,W_value,out_proj,ff.layers.0,ff.layers.2",
@@ -290,19 +297,14 @@ def set_train_mode(model, margs):
         for part in (model.model.trf_blocks[-1], model.model.final_norm, model.score):
             part.requires_grad_(True)
         return model
-    from peft import LoraConfig, TaskType, get_peft_model
+    from modeling_gpt_scratch.instruction import add_lora
 
     targets = [t.strip() for t in margs.lora_target_modules.split(",") if t.strip()]
-    lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=margs.lora_r,
-        lora_alpha=margs.lora_alpha,
-        lora_dropout=margs.lora_dropout,
-        target_modules=targets,
-        modules_to_save=["score"],  # the new head is trained in full and saved with the adapter
-    )
-    try:
-        return get_peft_model(model, lora)
+    try:  # the new head `score` is trained in full and saved with the adapter
+        return add_lora(
+            model, margs.lora_r, margs.lora_alpha, margs.lora_dropout, targets, style=margs.lora_style,
+            task_type="SEQ_CLS", modules_to_save=["score"],
+        )  # fmt: skip
     except ValueError as error:
         raise Failure(f"--lora_target_modules {margs.lora_target_modules!r}: {first_line(error)}") from error
 

@@ -83,15 +83,40 @@ def random_split(rows, train_frac: float = 0.7, validation_frac: float = 0.1, se
     return rows[:train_end], rows[train_end:validation_end], rows[validation_end:]
 
 
+def _find_column(name: str, columns) -> str | None:
+    """`name` among `columns`: exactly, else ignoring case (the book's CSVs say `Label`, `Text`)."""
+    if name in columns:
+        return name
+    matches = [c for c in columns if isinstance(c, str) and c.strip().lower() == name.strip().lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _headerless_label_column(rows) -> int | None:
+    """Which column holds the labels of a two-column file with no header line (the book's
+    `SMSSpamCollection(.tsv)`: `label<TAB>text`), or None when the first row looks like a header.
+    A header's names do not come back as values below it; a first row's label does (ham, ham, ...)."""
+    if len(rows) < 2 or any(len(row) != 2 for row in rows):
+        return None
+    recurring = [i for i in (0, 1) if any(row[i] == rows[0][i] for row in rows[1:])]
+    if not recurring:
+        return None
+    return min(recurring, key=lambda i: (len({row[i] for row in rows}), i))  # fewer distinct values
+
+
 def read_labeled_file(path, text_column: str = "text", label_column: str = "label") -> list[tuple[str, str]]:
-    """(text, label) rows of a CSV (`.csv`), TSV (`.tsv`, `.tab`, `.txt`) file with a header line, or a
-    JSON file (`.json`: a list of objects; `.jsonl`: one object per line). Labels come back as strings."""
+    """(text, label) rows of a CSV (`.csv`), TSV (`.tsv`, `.tab`, `.txt`, no suffix) or JSON file
+    (`.json`: a list of objects; `.jsonl`: one object per line). Labels come back as strings.
+
+    The book's own files are read as they are: column names match ignoring case (its `train.csv`,
+    `validation.csv`, `test.csv` have `Label,Text`), a two-column file without a header line is
+    `label<TAB>text` (its `SMSSpamCollection.tsv`; the label column is the one whose first value
+    recurs), and a UTF-8 byte-order mark is skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     suffix = path.suffix.lower()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             if suffix in (".json", ".jsonl"):
                 text = f.read()
                 if not text.strip():
@@ -107,30 +132,57 @@ def read_labeled_file(path, text_column: str = "text", label_column: str = "labe
                 columns = list(dict.fromkeys(key for record in records for key in record))
             else:
                 delimiter = "," if suffix == ".csv" else "\t"
-                reader = csv.DictReader(f, delimiter=delimiter)
-                records = list(reader)
-                columns = list(reader.fieldnames or [])
+                table = [row for row in csv.reader(f, delimiter=delimiter) if row]
+                columns, records = _table_records(path, table, text_column, label_column)
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
     except json.JSONDecodeError as error:
         raise DataError(f"{path} is not valid JSON: {error}") from error
+    except csv.Error as error:
+        raise DataError(f"{path} is not a readable CSV/TSV file: {error}") from error
     if not records:
         raise DataError(
             f"{path} holds no examples" + (" (only a header line)" if columns else " (empty file)")
         )
-    missing = [c for c in (text_column, label_column) if c not in columns]
+    found = {name: _find_column(name, columns) for name in (text_column, label_column)}
+    missing = [name for name, column in found.items() if column is None]
     if missing:
         raise DataError(
             f"{path} has no column {' or '.join(repr(c) for c in missing)}; its columns are "
             f"{', '.join(repr(c) for c in columns)} (choose with --text_column and --label_column)"
         )
+    text_key, label_key = found[text_column], found[label_column]
     rows = []
     for i, record in enumerate(records):
-        text, label = record.get(text_column), record.get(label_column)
+        text, label = record.get(text_key), record.get(label_key)
         if text is None or label is None or str(label).strip() == "":
             raise DataError(f"{path}: example {i + 1} has no {text_column!r} or no {label_column!r}")
         rows.append((str(text), str(label).strip()))
     return rows
+
+
+def _table_records(path, table, text_column, label_column):
+    """The column names and one dict per row of a CSV/TSV table, with or without a header line."""
+    if not table:
+        return [], []
+    header = table[0]
+    named = all(_find_column(name, header) is not None for name in (text_column, label_column))
+    label_index = None if named else _headerless_label_column(table)
+    if label_index is not None:  # no header line: label<TAB>text (or text<TAB>label)
+        columns = [text_column, text_column]
+        columns[label_index] = label_column
+        body = table
+    else:
+        columns, body = header, table[1:]
+    for i, row in enumerate(body):
+        if len(row) != len(columns):
+            line = i + 1 if label_index is not None else i + 2
+            raise DataError(
+                f"{path}: row {line} has {len(row)} fields where the "
+                + ("first row has" if label_index is not None else "header line names")
+                + f" {len(columns)}; quote fields that hold the separator"
+            )
+    return columns, [dict(zip(columns, row, strict=True)) for row in body]
 
 
 def label_names(labels) -> list[str]:

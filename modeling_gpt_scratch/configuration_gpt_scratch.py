@@ -59,6 +59,9 @@ AUTO_MAP = {
 }
 
 EOT_ID = 50256  # <|endoftext|>, also the book's padding id
+# How GPTScratchForSequenceClassification reads a text: at its last real token (ours), or as chapter 6
+# does, at the last position of the text right-padded with pad_token_id to classifier_padded_length.
+CLASSIFIER_POOLINGS = ("last_token", "last_position")
 
 
 class GPTScratchConfig(PretrainedConfig):
@@ -112,6 +115,8 @@ class GPTScratchConfig(PretrainedConfig):
         bos_token_id=EOT_ID,
         eos_token_id=EOT_ID,
         pad_token_id=EOT_ID,
+        classifier_pooling="last_token",
+        classifier_padded_length=None,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -124,6 +129,8 @@ class GPTScratchConfig(PretrainedConfig):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.use_cache = use_cache
+        self.classifier_pooling = classifier_pooling
+        self.classifier_padded_length = classifier_padded_length
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
         super().__init__(
             bos_token_id=bos_token_id,
@@ -155,6 +162,29 @@ class GPTScratchConfig(PretrainedConfig):
         if not float(self.layer_norm_epsilon) > 0:
             raise ValueError(
                 f"GPTScratchConfig: `layer_norm_epsilon` must be > 0, got {self.layer_norm_epsilon!r}."
+            )
+
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"GPTScratchConfig: `classifier_pooling` must be one of {', '.join(map(repr, CLASSIFIER_POOLINGS))}, "
+                f"got {self.classifier_pooling!r} (last_token: the last real token; last_position: the book's "
+                "chapter 6 way, the last position after right-padding to classifier_padded_length)."
+            )
+        length = self.classifier_padded_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+            raise ValueError(
+                f"GPTScratchConfig: `classifier_padded_length` must be a positive integer or None, got {length!r} "
+                "(the book pads the SMS messages to 120 tokens)."
+            )
+        if length is not None and length > self.context_length:
+            raise ValueError(
+                f"GPTScratchConfig: `classifier_padded_length` ({length}) exceeds `context_length` "
+                f"({self.context_length}); the book truncates to at most the context length."
+            )
+        if self.classifier_pooling == "last_position" and self.pad_token_id is None:
+            raise ValueError(
+                "GPTScratchConfig: `classifier_pooling='last_position'` pads with `pad_token_id`, which is None; "
+                "set it (the book pads with <|endoftext|>, 50256)."
             )
 
     @classmethod

@@ -239,20 +239,77 @@ class InstructionCollator:
 # Every Linear layer of the transformer blocks, as the book's exercise 7.4 (appendix E) replaces them;
 # the output head stays as it is (it is tied to the token embedding in GPT-2-shaped models).
 LORA_TARGET_MODULES = ["W_query", "W_key", "W_value", "out_proj", "ff.layers.0", "ff.layers.2"]
+# book: appendix E's LoRALayer, `alpha * (x @ A @ B)`, A drawn as the book draws it; peft: peft's own
+# `(lora_alpha / r) * B(A(x))` with its own A, for runs that compare with other peft models.
+LORA_STYLES = ("book", "peft")
 
 
-def add_lora(model, r: int = 16, alpha: float = 16, dropout: float = 0.0, target_modules=None):
-    """`model` with peft LoRA adapters (the book's exercise 7.4: r 16, alpha 16); only they train."""
-    from peft import LoraConfig, TaskType, get_peft_model
+def peft_lora_alpha(alpha: float, r: int, style: str = "book") -> float:
+    """peft's `lora_alpha` for a LoRA scaled as `style` says. peft multiplies the update by
+    `lora_alpha / r`; the book's `LoRALayer` by `alpha` itself. So the book's alpha 16 at rank 16
+    is peft's lora_alpha 256: a 16 times stronger update than peft's lora_alpha 16. (rsLoRA's
+    `lora_alpha / sqrt(r)` would need lora_alpha = alpha * sqrt(r): the same number, more arithmetic.)"""
+    if style not in LORA_STYLES:
+        raise ValueError(f"LoRA style must be one of {', '.join(LORA_STYLES)}, got {style!r}")
+    return alpha * r if style == "book" else alpha
+
+
+def init_lora_like_book(model, seed: int | None = None):
+    """Every LoRA `A` of a peft model drawn as the book's `LoRALayer` draws it, in module order:
+    `kaiming_uniform_(A, a=sqrt(5))` on an `(in, r)` tensor, so uniform within 1/sqrt(r) (peft's
+    `lora_A` is `(r, in)`: within 1/sqrt(in), about 7 times narrower for GPT-2 at r 16). With the book's
+    seed set just before (`seed`, appendix E: 123), the values are the book's. `B` stays zero, so the
+    model's outputs do not change. Returns `model`."""
+    import math
+
+    from peft.tuners.lora import LoraLayer
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name, lora_a in module.lora_A.items():
+                weight = torch.empty(lora_a.in_features, lora_a.out_features, device=lora_a.weight.device)
+                torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+                with torch.no_grad():
+                    lora_a.weight.copy_(weight.T)
+                module.lora_B[name].weight.data.zero_()
+    return model
+
+
+def add_lora(
+    model,
+    r: int = 16,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    target_modules=None,
+    *,
+    style: str = "book",
+    task_type: str | None = "CAUSAL_LM",
+    modules_to_save=None,
+    seed: int | None = None,
+):
+    """`model` with peft LoRA adapters; only they (and `modules_to_save`) train.
+
+    The defaults are appendix E's and the book's exercise 7.4: rank 16, alpha 16, every Linear of
+    the blocks, and `style="book"`: the update is `alpha * x A B` (peft's lora_alpha = alpha * r,
+    see `peft_lora_alpha`) with A drawn as the book's LoRALayer draws it (`init_lora_like_book`).
+    `style="peft"` is peft's own scaling `alpha / r` and initialisation. Appendix E also puts LoRA
+    on the classifier head (frozen otherwise): pass `target_modules=[*LORA_TARGET_MODULES, "score"]`
+    with `task_type=None` (peft's SEQ_CLS task trains `score` in full instead, as we do by default);
+    the adapter then needs the same base head, so keep the merged model."""
+    from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
         r=r,
-        lora_alpha=alpha,
+        lora_alpha=peft_lora_alpha(alpha, r, style),
         lora_dropout=dropout,
         target_modules=list(target_modules or LORA_TARGET_MODULES),
-        task_type=TaskType.CAUSAL_LM,
+        task_type=task_type,
+        modules_to_save=modules_to_save,
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    return init_lora_like_book(model, seed) if style == "book" else model
 
 
 __all__ = [
@@ -272,5 +329,8 @@ __all__ = [
     "InstructionDataset",
     "InstructionCollator",
     "LORA_TARGET_MODULES",
+    "LORA_STYLES",
+    "peft_lora_alpha",
+    "init_lora_like_book",
     "add_lora",
 ]

@@ -414,7 +414,8 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
     The head is named `score` as in every Hugging Face classifier, so a causal-LM folder loads
     into this class without a size clash on `out_head`; it keeps the book's bias. It reads the
     last *non-padding* token of each row (left or right padding), where the book reads the last
-    position even when it is padding.
+    position even when it is padding; `config.classifier_pooling="last_position"` reads as the book
+    (for its chapter 6 checkpoints).
     """
 
     def __init__(self, config: GPTScratchConfig):
@@ -437,6 +438,8 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         use_cache=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
+        if self.config.classifier_pooling == "last_position" and input_ids is not None:
+            input_ids, attention_mask = self._book_padded(input_ids, attention_mask), None
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -451,7 +454,9 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
         hidden_states = outputs.last_hidden_state
         batch_size, num_tokens = hidden_states.shape[:2]
 
-        if attention_mask is not None and attention_mask.ndim == 2:
+        if self.config.classifier_pooling == "last_position":  # the book: `model(x)[:, -1, :]`
+            real = torch.ones(batch_size, num_tokens, dtype=torch.bool, device=hidden_states.device)
+        elif attention_mask is not None and attention_mask.ndim == 2:
             real = attention_mask[:, -num_tokens:].bool()
         elif input_ids is not None and self.config.pad_token_id is not None:
             # No mask: take padding ids for padding (the book pads with <|endoftext|>, 50256).
@@ -475,6 +480,21 @@ class GPTScratchForSequenceClassification(GPTScratchPreTrainedModel):
             attentions=outputs.attentions,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
+
+    def _book_padded(self, input_ids, attention_mask):
+        """Chapter 6's inputs: each text's tokens (those the mask marks, wherever the padding was)
+        cut to `classifier_padded_length` and right-padded to it with `pad_token_id` (the longest
+        text of the batch when it is None), attended to without a mask, as the book's model sees them."""
+        rows = (
+            list(input_ids)
+            if attention_mask is None
+            else [r[m.bool()] for r, m in zip(input_ids, attention_mask, strict=True)]
+        )
+        length = self.config.classifier_padded_length or max(len(row) for row in rows)
+        padded = input_ids.new_full((len(rows), length), self.config.pad_token_id)
+        for i, row in enumerate(rows):
+            padded[i, : min(len(row), length)] = row[:length]
+        return padded
 
 
 __all__ = [
