@@ -19,6 +19,7 @@ from conftest import (
     book_code,
     book_model,
     load_shards,
+    ok,
     run_converter,
 )
 from safetensors import safe_open
@@ -26,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
 from modeling_gpt_scratch import GPTScratchForCausalLM, GPTScratchForSequenceClassification
+from modeling_gpt_scratch.cli import CLIError
 from modeling_gpt_scratch.conversion import book as conv
 from modeling_gpt_scratch.conversion import common
 
@@ -137,6 +139,75 @@ def test_converted_model_matches_the_book(name, tmp_path):
             assert_close(ours(x).logits, expected)
 
 
+# Chapter 5's training configuration (GPT_CONFIG_124M with a 256-token context), cut to two blocks
+# and a small vocabulary: the width decides the heads, the rest is in the checkpoint.
+CH05 = {**CFG, "vocab_size": 1000, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 2}
+
+
+def assert_read_from_the_checkpoint(cfg, path, out, said):
+    """`out` holds the book's configuration `cfg` with nothing but the checkpoint `path` to go on,
+    gives the book model's logits over the whole context, and the output said what it assumed."""
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in cfg} == cfg
+    assert config["architectures"] == ["GPTScratchForCausalLM"] and config["tie_word_embeddings"] is False
+    read = ", ".join(
+        f"{k}={cfg[k]}" for k in ("vocab_size", "emb_dim", "context_length", "n_layers", "qkv_bias")
+    )
+    assert f"read from the checkpoint: {read}" in said
+    assert f"n_heads={cfg['n_heads']}: the book's for emb_dim {cfg['emb_dim']}" in said
+    assert "drop_rate=0.1: the book's" in said and "head: its own tensor" in said
+
+
+def test_config_read_from_a_context_256_checkpoint(tmp_path):
+    """The README's line, without --config, on what chapter 5 saves: a 256-token context, no Q/K/V
+    bias, the mask buffers in the state dict."""
+    book = book_model(CH05)
+    path = tmp_path / "model.pth"
+    torch.save(book.state_dict(), path)
+    assert torch.load(path)["trf_blocks.0.att.mask"].shape == (256, 256)
+    out = tmp_path / "out" / "x"
+    result = run_converter("convert_book_checkpoint", "--input", path, "--output", out)
+    said = ok(result)
+    assert f"-> {out}" in said
+    assert_read_from_the_checkpoint(CH05, path, out, said)
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    x = torch.randint(0, CH05["vocab_size"], (1, CH05["context_length"]))
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x))
+
+
+@pytest.mark.slow
+def test_chapter5_model_pth(tmp_path, capsys, shared_data):
+    """The book's chapter 5 model.pth at full size (GPT_CONFIG_124M, context 256: 163M parameters)."""
+    cfg = {
+        **book_code().ch04.__dict__.get("GPT_CONFIG_124M", CFG),
+        **CH05,
+        "vocab_size": 50257,
+        "n_layers": 12,
+    }
+    book = book_model(cfg)
+    torch.save(book.state_dict(), tmp_path / "model.pth")
+    out = conv.convert(tmp_path / "model.pth", tmp_path / "out")
+    assert_read_from_the_checkpoint(cfg, tmp_path / "model.pth", out, capsys.readouterr().out)
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    x = AutoTokenizer.from_pretrained(out)("Every effort moves you", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x))
+
+
+def test_config_overrides_what_is_read(tmp_path, capsys):
+    """A JSON file with some of the book's keys sets those; the rest still comes from the checkpoint."""
+    path = tmp_path / "model.pth"
+    torch.save(book_model(CFG).state_dict(), path)
+    out = conv.convert(path, tmp_path / "out", write_config({"n_heads": 2, "drop_rate": 0.0}, tmp_path))
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in CFG} == {**CFG, "n_heads": 2, "drop_rate": 0.0}
+    said = capsys.readouterr().out
+    assert (
+        "config.json: n_heads=2, drop_rate=0.0" in said and "read from the checkpoint: vocab_size=97" in said
+    )
+
+
 def test_greedy_generation_matches_generate_text_simple(tmp_path):
     """Chapter 4's greedy loop and `generate` pick the same tokens, up to the full context."""
     book = book_model(CFG)
@@ -155,21 +226,42 @@ def test_greedy_generation_matches_generate_text_simple(tmp_path):
     assert got.tolist() == expected.tolist()
 
 
-def test_openai_loaded_model_gets_a_tied_head(tmp_path):
-    """After chapter 5's `load_weights_into_gpt`, `out_head.weight` is a copy of `tok_emb.weight`: the
-    converted model ties them (GPT-2's layout); the logits are the same."""
+def test_head_equal_to_the_embedding_stays_untied(tmp_path, capsys):
+    """After chapter 5's `load_weights_into_gpt`, `out_head.weight` is a copy of `tok_emb.weight`. The
+    book keeps two matrices (chapter 7 fine-tunes them apart), and so does the converted model unless
+    asked to tie them; the output says which. The logits are the book model's either way."""
     cfg = {**CFG, "qkv_bias": True, "drop_rate": 0.0}
     book = book_model(cfg)
     book.out_head.weight = torch.nn.Parameter(book.tok_emb.weight.detach().clone())
     path = tmp_path / "gpt2-openai.pth"
     torch.save(book.state_dict(), path)
-    out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
-    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
-    ours = AutoModelForCausalLM.from_pretrained(out)
-    assert ours.out_head.weight is ours.model.tok_emb.weight
+    config = write_config(cfg, tmp_path)
     x = torch.randint(0, 97, (2, 16))
-    with torch.no_grad():
-        assert_close(ours(x).logits, book_logits(book, x))
+    for tie in (False, True):
+        capsys.readouterr()
+        out = conv.convert(path, tmp_path / f"out-{tie}", config=config, tie_word_embeddings=tie)
+        said = capsys.readouterr().out
+        assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is tie
+        ours = AutoModelForCausalLM.from_pretrained(out)
+        assert (ours.out_head.weight is ours.model.tok_emb.weight) is tie
+        assert ("head: tied to the token embedding" in said) is tie
+        assert ("head: its own tensor, as in the book" in said) is not tie
+        with torch.no_grad():
+            assert_close(ours(x).logits, book_logits(book, x))
+    with torch.no_grad():  # untied: changing one leaves the other as it was
+        untied = AutoModelForCausalLM.from_pretrained(tmp_path / "out-False")
+        untied.model.tok_emb.weight.zero_()
+    assert torch.equal(untied.out_head.weight, book.out_head.weight)
+
+
+def test_trained_head_cannot_be_tied(good_files, tmp_path):
+    with pytest.raises(
+        CLIError, match="--tie_word_embeddings.*`out_head.weight` differs from `tok_emb.weight`"
+    ):
+        conv.convert(
+            good_files / "model.pth", tmp_path / "out", good_files / "config.json", tie_word_embeddings=True
+        )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("head_bias", [True, False])
@@ -188,18 +280,39 @@ def test_chapter6_classifier(head_bias, tmp_path, shared_data):
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["GPTScratchForSequenceClassification"]
     assert len(config["id2label"]) == 3 and config["pad_token_id"] == 50256
+    # the book's way of reading: the last position of text padded to 120 tokens, here the context length
+    assert config["classifier_pooling"] == "last_position" and config["classifier_padded_length"] == 16
     ours = AutoModelForSequenceClassification.from_pretrained(out)
     assert isinstance(ours, GPTScratchForSequenceClassification)
     if not head_bias:
         assert torch.count_nonzero(ours.score.bias) == 0
-    x = torch.randint(0, 50256, (3, cfg["context_length"]))
-    for length in (cfg["context_length"], 5):
-        with torch.no_grad():
-            assert_close(ours(x[:, :length]).logits, book_logits(book, x[:, :length])[:, -1, :])
+    x = torch.randint(0, 50256, (3, cfg["context_length"]))  # as long as the padded length
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x)[:, -1, :])
 
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == 50257 and tok.pad_token_id == 50256
     assert tok.encode("Every effort moves you") == [6109, 3626, 6100, 345]
+
+
+def test_chapter6_classifier_padded_length(tmp_path, capsys):
+    """The book's 120 tokens when the context allows, another length on request, never past the context."""
+    cfg = {**CFG, "vocab_size": 50257, "emb_dim": 16, "n_heads": 2, "context_length": 128}
+    book = book_model(cfg)
+    book.out_head = torch.nn.Linear(in_features=cfg["emb_dim"], out_features=2)
+    path = tmp_path / "review_classifier.pth"
+    torch.save(book.state_dict(), path)
+    config = write_config(cfg, tmp_path)
+    for option, expected in ((None, 120), (64, 64)):
+        out = conv.convert(path, tmp_path / f"out-{option}", config, classifier_padded_length=option)
+        saved = json.loads((out / "config.json").read_text())
+        assert (saved["classifier_pooling"], saved["classifier_padded_length"]) == ("last_position", expected)
+        assert f"padded to {expected} tokens (classifier_pooling=last_position" in capsys.readouterr().out
+    with pytest.raises(
+        CLIError, match="--classifier_padded_length 129 must be between 1 and the context_length 128"
+    ):
+        conv.convert(path, tmp_path / "too-long", config, classifier_padded_length=129)
+    assert not (tmp_path / "too-long").exists()
 
 
 def test_cli_preset_bfloat16_sharded(tmp_path, shared_data):
@@ -270,15 +383,6 @@ def _edit(fn):
 def _edit_config(**changes):
     def apply(path, config):
         config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
-
-    return apply
-
-
-def _drop_config_key(key):
-    def apply(path, config):
-        cfg = json.loads(config.read_text())
-        del cfg[key]
-        config.write_text(json.dumps(cfg))
 
     return apply
 
@@ -384,7 +488,10 @@ BAD_INPUTS = {
     "config-file-missing": (("{input}", "nowhere/cfg.json"), ["nowhere/cfg.json", "not found"]),
     "config-not-json": (lambda p, c: c.write_text("{oops"), ["config.json", "not valid JSON"]),
     "config-not-an-object": (lambda p, c: c.write_text("[1, 2]"), ["config.json", "list", "book's config"]),
-    "config-lacks-key": (_drop_config_key("qkv_bias"), ["config.json", "lacks qkv_bias"]),
+    "heads-not-inferable": (
+        ("{input}", None),
+        ["emb_dim 32", "book's GPT-2 sizes", "768: 12", "n_heads", "--config"],
+    ),
     "config-unknown-key": (_edit_config(n_kv_groups=2), ["config.json", "unknown key 'n_kv_groups'"]),
     "config-heads-do-not-divide": (_edit_config(n_heads=5), ["config.json", "divisible by `n_heads`"]),
     "config-qkv-bias-not-bool": (_edit_config(qkv_bias="false"), ["config.json", "qkv_bias is 'false'"]),
@@ -416,9 +523,8 @@ def _bad_input(name, good_files, tmp_path):
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_input(name, good_files, tmp_path, capfd):
     path, config, words = _bad_input(name, good_files, tmp_path)
-    assert_main_fails_cleanly(
-        "convert_book_checkpoint", ["--input", path, "--config", config], words, tmp_path, capfd
-    )
+    argv = ["--input", path] + (["--config", config] if config else [])
+    assert_main_fails_cleanly("convert_book_checkpoint", argv, words, tmp_path, capfd)
 
 
 def test_bad_input_cli(good_files, tmp_path):

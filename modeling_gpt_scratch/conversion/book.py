@@ -5,26 +5,29 @@ The input is what chapters 5-7 of *Build a Large Language Model (From Scratch)* 
 `{"model_state_dict": ..., "optimizer_state_dict": ...}`; keys may carry the `_orig_mod.` prefix of a
 `torch.compile`d model (or `module.` from DDP). It is read with `torch.load(..., weights_only=True)`,
 which never runs code from the file. The `trf_blocks.{i}.att.mask` buffers are checked (the causal
-mask of the configured `context_length`) and dropped: the model builds its mask itself.
+mask of the context length) and dropped: the model builds its mask itself.
 
-`--config` is a preset name (GPT_CONFIG_124M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, tiny)
-or a JSON file holding the book's config dictionary (vocab_size, context_length, emb_dim, n_heads,
-n_layers, drop_rate, qkv_bias), e.g. `json.dump(BASE_CONFIG, f)`.
+The configuration is read from the checkpoint: vocab_size and emb_dim from `tok_emb`, context_length
+from `pos_emb`, n_layers from the blocks, qkv_bias from whether `W_query` has a bias, and the head
+(language model or chapter-6 classifier) from `out_head`. Two values are not stored in it: n_heads
+comes from the book's table by width (768: 12, 1024: 16, 1280: 20, 1600: 25) and drop_rate is the
+book's 0.1. `config` (a preset name, or a JSON file with some or all of the book's config keys)
+overrides any of them, and must be given for n_heads at other widths; a value the checkpoint
+contradicts is an error that names the tensor. What was read and what was assumed is printed.
 
-A language model (an `out_head` of vocab_size rows) becomes a `GPTScratchForCausalLM`; its head is
-tied to the token embedding only when the two are equal, as right after the book's
-`load_weights_into_gpt`, and is otherwise kept as its own tensor. A chapter-6 classifier (an
-`out_head` of num_classes rows) becomes a `GPTScratchForSequenceClassification` with
-`num_labels=num_classes`, which gives the book's `model(x)[:, -1, :]` on unpadded input (on padded
-input it reads the last non-padding token, where the book reads the last position).
+A language model (an `out_head` of vocab_size rows) becomes a `GPTScratchForCausalLM` whose head
+stays its own tensor, as in the book, even when it equals the token embedding (right after
+`load_weights_into_gpt`: chapter 7 fine-tunes the two apart); `tie_word_embeddings=True` ties them
+when they are equal. A chapter-6 classifier (an `out_head` of num_classes rows, `Linear(emb_dim,
+num_classes)`) becomes a `GPTScratchForSequenceClassification` that reads as the book's
+`classify_review` does: the last position of the text right-padded with <|endoftext|> to 120
+tokens, the SMS data's `max_length` (config `classifier_pooling="last_position"`,
+`classifier_padded_length`; another length with `classifier_padded_length`).
 
-The output folder holds the weights as safetensors (sharded above `--max_shard_size`), the config,
-the code files, and GPT-2's tokenizer (the book's tiktoken encoding) when vocab_size is at least
-50257. It is written to a temporary folder beside `--output` and moved into place at the end.
-Bad input stops with one `error: ...` line naming the file or tensor, and leaves no output.
+The output folder holds the weights as safetensors (sharded above `max_shard_size`), the config, the
+code files, and GPT-2's tokenizer (the book's tiktoken encoding) when vocab_size is at least 50257.
 """
 
-import json
 import os
 import re
 from pathlib import Path
@@ -42,12 +45,18 @@ from .common import (
     model_from_state_dict,
     parse_dtype,
     parse_shard_size,
+    read_json_object,
     refuse_to_replace_input,
     save_folder,
     warn,
 )
 
 BOOK_CONFIG_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")
+# What a checkpoint does not store: the heads of the book's GPT-2 sizes (chapter 5), and its dropout.
+BOOK_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1600: 25}
+BOOK_DROP_RATE = 0.1
+# Chapter 6 pads every SMS message to the longest training message: 120 tokens.
+BOOK_CLASSIFIER_PADDED_LENGTH = 120
 # Prefixes that wrappers add to every key: torch.compile's OptimizedModule, DDP's `module`.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 MASK = re.compile(r"^trf_blocks\.(\d+)\.att\.mask$")
@@ -58,30 +67,22 @@ BLOCK = re.compile(r"^(?:model\.)?trf_blocks\.(\d+)\.")
 
 
 def read_config(config: str) -> tuple[dict, str]:
-    """The book's config dictionary named by `--config` (a preset or a JSON file), and a label for messages.
-    Presets may carry `tie_word_embeddings`; it is decided from the weights instead."""
+    """The book's config values named by `config` (a preset, or a JSON file with some or all of the
+    book's keys), and a label for messages. Presets may carry `tie_word_embeddings`: not a book key."""
     path = Path(config).expanduser()
     if path.is_file() or path.suffix == ".json":
         if not path.is_file():
             raise CLIError(f"config file {config} not found.")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CLIError(f"config file {config} is not valid JSON: {one_line(e)}") from e
-        if not isinstance(raw, dict):
-            raise CLIError(
-                f"config file {config} holds a JSON {type(raw).__name__}; expected the book's config "
-                f"object with {', '.join(BOOK_CONFIG_KEYS)}."
-            )
-        missing = [k for k in BOOK_CONFIG_KEYS if k not in raw]
+        raw = read_json_object(
+            path, f"the book's config object with keys among {', '.join(BOOK_CONFIG_KEYS)}"
+        )
         unknown = [k for k in raw if k not in BOOK_CONFIG_KEYS]
-        if missing or unknown:
-            problem = f"lacks {', '.join(missing)}" if missing else f"has unknown key {unknown[0]!r}"
+        if unknown:
             raise CLIError(
-                f"config file {config} {problem}; expected the book's config dictionary with exactly "
-                f"{', '.join(BOOK_CONFIG_KEYS)} (like GPT_CONFIG_124M)."
+                f"config file {config} has unknown key {unknown[0]!r}; expected some or all of the book's config "
+                f"keys {', '.join(BOOK_CONFIG_KEYS)} (like GPT_CONFIG_124M)."
             )
-        if not isinstance(raw["qkv_bias"], bool):
+        if "qkv_bias" in raw and not isinstance(raw["qkv_bias"], bool):
             raise CLIError(f"config file {config}: qkv_bias is {raw['qkv_bias']!r}; expected true or false.")
         return raw, f"config file {config}"
     if config in PRESETS:
@@ -89,6 +90,55 @@ def read_config(config: str) -> tuple[dict, str]:
     raise CLIError(
         f"--config {config!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file with the book's config."
     )
+
+
+def infer_config(sd: dict, given: dict, label: str, where: str) -> tuple[dict, list[str]]:
+    """The book's config dictionary for the state dict `sd`: what `given` (from `label`) sets, the
+    rest read from the tensors or, for what they do not hold, the book's values. Also sentences
+    saying where each value came from."""
+    found, missing = {}, []
+    embedding, positions = sd.get("tok_emb.weight"), sd.get("pos_emb.weight")
+    if embedding is not None and embedding.ndim == 2:
+        found["vocab_size"], found["emb_dim"] = embedding.shape
+    else:
+        missing += ["vocab_size", "emb_dim"]
+    if positions is not None and positions.ndim == 2:
+        found["context_length"] = positions.shape[0]
+    else:
+        missing.append("context_length")
+    layers = {int(m.group(1)) for k in sd if (m := BLOCK.match(k))}
+    found["n_layers"] = max(layers) + 1 if layers else 0
+    found["qkv_bias"] = "trf_blocks.0.att.W_query.bias" in sd
+    found = {k: int(v) if k != "qkv_bias" else v for k, v in found.items() if k not in given}
+    needed = [k for k in missing if k not in given]
+    if needed:
+        tensor = "tok_emb.weight" if "emb_dim" in needed or "vocab_size" in needed else "pos_emb.weight"
+        raise CLIError(
+            f"{where}: tensor `{tensor}` is missing or not a matrix, so {' and '.join(needed)} cannot be read from "
+            "the checkpoint; expected a state dict of the book's GPTModel."
+        )
+    book = {**found, **given}
+    notes = []
+    if found:
+        notes.append(f"read from the checkpoint: {', '.join(f'{k}={v}' for k, v in found.items())}")
+    if given:
+        notes.append(f"from {label}: {', '.join(f'{k}={v}' for k, v in given.items())}")
+    if "n_heads" not in given:
+        width = book["emb_dim"]
+        if width not in BOOK_HEADS_BY_WIDTH:
+            sizes = ", ".join(f"{d}: {h}" for d, h in BOOK_HEADS_BY_WIDTH.items())
+            raise CLIError(
+                f"{where}: emb_dim {width} is not one of the book's GPT-2 sizes (emb_dim: n_heads {sizes}), so the "
+                'number of attention heads cannot be inferred: pass --config with a JSON file like {"n_heads": 4}.'
+            )
+        book["n_heads"] = BOOK_HEADS_BY_WIDTH[width]
+        notes.append(
+            f"n_heads={book['n_heads']}: the book's for emb_dim {width} (a checkpoint does not store it)"
+        )
+    if "drop_rate" not in given:
+        book["drop_rate"] = BOOK_DROP_RATE
+        notes.append(f"drop_rate={BOOK_DROP_RATE}: the book's (a checkpoint does not store it)")
+    return book, notes
 
 
 def make_config(book: dict, label: str, **overrides) -> GPTScratchConfig:
@@ -178,25 +228,59 @@ def check_masks(sd: dict, config: GPTScratchConfig, where: str) -> None:
             )
 
 
-def convert_state_dict(sd: dict, book: dict, label: str, where: str):
-    """(model class, config, our state dict) for the book's state dict `sd`."""
-    config = make_config(book, label)
+def head_config(sd: dict, book: dict, label: str, where: str, tie: bool, padded_length: int | None):
+    """(model class, config, sentence) for the checkpoint's head: a language model's head kept
+    separate unless `tie` (allowed only when it equals the embedding), or a chapter-6 classifier read
+    at the last position of inputs padded to `padded_length` (default: the book's 120, at most the
+    context length)."""
     head, embedding = sd.get("out_head.weight"), sd.get("tok_emb.weight")
-    vocab = embedding.shape[0] if embedding is not None and embedding.ndim == 2 else config.vocab_size
+    vocab = book["vocab_size"]
     rows = head.shape[0] if head is not None and head.ndim == 2 else vocab
-    classifier = rows != vocab  # chapter 6: num_classes rows instead of one per token
-    if not classifier and "out_head.bias" in sd:
+    if rows == vocab:  # a language model
+        if "out_head.bias" in sd:
+            raise CLIError(
+                f"{where}: tensor `out_head.bias` is unexpected: the book's GPTModel has a language-model head "
+                f"without bias ({vocab} rows = vocab_size), and a classifier head has num_classes rows."
+            )
+        equal = head is not None and embedding is not None and torch.equal(head, embedding)
+        if tie and not equal:
+            raise CLIError(
+                f"{where}: --tie_word_embeddings shares one matrix between the head and the token embedding, but "
+                "`out_head.weight` differs from `tok_emb.weight` (a trained head); convert without it."
+            )
+        config = make_config(book, label, tie_word_embeddings=tie)
+        if tie:
+            note = "head: tied to the token embedding (--tie_word_embeddings)"
+        else:
+            same = " (it equals tok_emb; --tie_word_embeddings would share one matrix)" if equal else ""
+            note = f"head: its own tensor, as in the book (tie_word_embeddings=false){same}"
+        return GPTScratchForCausalLM, config, note
+    if tie:
         raise CLIError(
-            f"{where}: tensor `out_head.bias` is unexpected: the book's GPTModel has a language-model head "
-            f"without bias ({config.vocab_size} rows = vocab_size), and a classifier head has num_classes rows."
+            f"{where}: --tie_word_embeddings is for a language model, but this is a {rows}-class classifier."
         )
-    if classifier:
-        config = make_config(book, label, num_labels=rows, tie_word_embeddings=False)
-        model_class = GPTScratchForSequenceClassification
+    context = book["context_length"]
+    if padded_length is not None and not 0 < padded_length <= context:
+        raise CLIError(
+            f"--classifier_padded_length {padded_length} must be between 1 and the context_length {context}."
+        )
+    length = padded_length or min(BOOK_CLASSIFIER_PADDED_LENGTH, context)
+    pooling = dict(num_labels=rows, tie_word_embeddings=False)
+    if vocab > EOT_ID:  # the book pads with <|endoftext|>; a vocabulary without it keeps our pooling
+        pooling.update(classifier_pooling="last_position", classifier_padded_length=length)
+        note = (
+            f"head: a chapter 6 classifier of {rows} classes, read as the book does at the last position of the "
+            f"text padded to {length} tokens (classifier_pooling=last_position; --classifier_padded_length)"
+        )
     else:
-        model_class = GPTScratchForCausalLM
-        tied = head is not None and embedding is not None and torch.equal(head, embedding)
-        config = make_config(book, label, tie_word_embeddings=bool(tied))
+        note = f"head: a classifier of {rows} classes, read at the last real token (no <|endoftext|> to pad with)"
+    return GPTScratchForSequenceClassification, make_config(book, label, **pooling), note
+
+
+def convert_state_dict(sd: dict, book: dict, label: str, where: str, tie: bool = False, padded_length=None):
+    """(model class, config, our state dict, sentence about the head) for the book's state dict `sd`."""
+    model_class, config, note = head_config(sd, book, label, where, tie, padded_length)
+    classifier = model_class is GPTScratchForSequenceClassification
     rename = {"score.weight": "out_head.weight", "score.bias": "out_head.bias"}
     expected = expected_shapes(model_class, config, lambda k: rename.get(k, k.removeprefix("model.")))
 
@@ -233,10 +317,10 @@ def convert_state_dict(sd: dict, book: dict, label: str, where: str):
         else:
             ours[f"model.{name}"] = tensor
     if classifier and "score.bias" not in ours:
-        ours["score.bias"] = torch.zeros(rows, dtype=weights["out_head.weight"].dtype)
+        ours["score.bias"] = torch.zeros(config.num_labels, dtype=weights["out_head.weight"].dtype)
     if config.tie_word_embeddings:
         ours["out_head.weight"] = ours["model.tok_emb.weight"]
-    return model_class, config, ours
+    return model_class, config, ours, note
 
 
 def pick_tokenizer(vocab_size: int):
@@ -260,21 +344,28 @@ def pick_tokenizer(vocab_size: int):
 def convert(
     input: str | os.PathLike,
     output: str | os.PathLike,
-    config: str,
+    config: str | os.PathLike | None = None,
     dtype: str = "float32",
     max_shard_size: int | str = "5GB",
     overwrite: bool = False,
+    tie_word_embeddings: bool = False,
+    classifier_padded_length: int | None = None,
 ) -> Path:
-    """Convert the book checkpoint `input` (.pth) built with `config` (a preset name or a JSON file)
-    into a model folder `output`; returns `output`. Raises `CLIError` for bad input, leaving no output."""
+    """Convert the book checkpoint `input` (.pth) into a model folder `output`, with the configuration
+    read from the checkpoint (`config`, a preset name or a JSON file, overrides it); returns `output`
+    and prints where each configuration value came from. Raises `CLIError` for bad input, leaving
+    no output."""
     torch_dtype = parse_dtype(dtype)
     max_shard_size = parse_shard_size(max_shard_size)
-    book, label = read_config(str(config))
+    given, label = read_config(str(config)) if config is not None else ({}, "the checkpoint")
     path = Path(input).expanduser()
     refuse_to_replace_input(output, path, "the folder of the input")
     with atomic_output_dir(output, overwrite=overwrite) as tmp:
         sd = book_state_dict(load_checkpoint(path), path)
-        model_class, model_config, state_dict = convert_state_dict(sd, book, label, str(path))
+        book, notes = infer_config(sd, given, label, str(path))
+        model_class, model_config, state_dict, head = convert_state_dict(
+            sd, book, label, str(path), tie=tie_word_embeddings, padded_length=classifier_padded_length
+        )
         del sd
         model = model_from_state_dict(
             model_class, model_config, state_dict, torch_dtype, desc=f"reading {path.name}"
@@ -282,4 +373,6 @@ def convert(
         del state_dict
         tok = pick_tokenizer(model_config.vocab_size)
         save_folder(tmp, model, tok, max_shard_size)
+    print(f"{path.name}: {'; '.join(notes)}.")
+    print(f"{path.name}: {head}.")
     return Path(output)

@@ -13,6 +13,7 @@ Errors are `modeling_gpt_scratch.cli.CLIError`: one line naming the file or tens
 """
 
 import contextlib
+import json
 import re
 import sys
 import zipfile
@@ -142,6 +143,17 @@ def load_torch_file(path: Path):
         raise CLIError(
             f"{path} cannot be read as a PyTorch checkpoint with weights_only=True (truncated or corrupt?): {reason}"
         ) from e
+
+
+def read_json_object(path: Path, expected: str) -> dict:
+    """The JSON object in the file `path`; `expected` says what it should hold, for the messages."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CLIError(f"{path} is not valid JSON: {one_line(e)}") from e
+    if not isinstance(raw, dict):
+        raise CLIError(f"{path} holds a JSON {type(raw).__name__}; expected {expected}.")
+    return raw
 
 
 def check_tensors(
@@ -324,6 +336,7 @@ __all__ = [
     "parse_dtype",
     "parse_shard_size",
     "progress_bar",
+    "read_json_object",
     "quiet_transformers",
     "refuse_to_replace_input",
     "run_converter",

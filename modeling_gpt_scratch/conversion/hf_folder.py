@@ -12,7 +12,7 @@ import torch
 
 from ..cli import CLIError, one_line
 from ..tokenization import GPT2_HUB_ID, GPT2_VOCAB_SIZE, load_tokenizer
-from .common import load_torch_file, warn
+from .common import load_torch_file, read_json_object, warn
 
 # Weight files in the order they are looked for: safetensors first, then PyTorch pickles.
 WEIGHT_FILES = (
@@ -72,12 +72,9 @@ def read_config(folder: Path, config_class, holds: str):
     path = folder / "config.json"
     if not path.is_file():
         raise CLIError(f"{path} not found: a model folder needs its config.json.")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CLIError(f"{path} is not valid JSON: {one_line(e)}") from e
-    if not isinstance(raw, dict) or raw.get("model_type") != config_class.model_type:
-        found = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+    raw = read_json_object(path, f"a config with model_type {config_class.model_type!r} ({holds})")
+    if raw.get("model_type") != config_class.model_type:
+        found = raw.get("model_type")
         raise CLIError(f"{path} has model_type {found!r}; expected {config_class.model_type!r} ({holds}).")
     try:
         return config_class.from_dict(raw)

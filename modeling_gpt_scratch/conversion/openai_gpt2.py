@@ -39,6 +39,7 @@ from .common import (
     parse_dtype,
     parse_shard_size,
     progress_bar,
+    read_json_object,
     refuse_to_replace_input,
     save_folder,
     warn,
@@ -102,14 +103,7 @@ def read_hparams(folder: Path) -> dict:
         raise CLIError(
             f"{path} not found: OpenAI's GPT-2 folder has it beside the checkpoint ({HPARAMS_EXAMPLE})."
         )
-    try:
-        hparams = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CLIError(f"{path} is not valid JSON: {one_line(e)}") from e
-    if not isinstance(hparams, dict):
-        raise CLIError(
-            f"{path} holds a JSON {type(hparams).__name__}; expected an object like {HPARAMS_EXAMPLE}."
-        )
+    hparams = read_json_object(path, f"an object like {HPARAMS_EXAMPLE}")
     for key in HPARAMS:
         value = hparams.get(key)
         if key not in hparams:
