@@ -11,9 +11,7 @@ preset name or a JSON file with some of the book's config keys) overrides any va
 model becomes a `GPTScratchForCausalLM` with its own head (tied to the token embedding only with
 `--tie_word_embeddings`), a chapter-6 classifier a `GPTScratchForSequenceClassification` that reads
 the last position of text padded to 120 tokens, as the book does. The conversion itself is
-`modeling_gpt_scratch.conversion.book`. The output is written to a temporary folder beside
-`--output` and moved into place at the end; bad input stops with one `error: ...` line and leaves
-no output.
+`modeling_gpt_scratch.conversion.book`.
 """
 
 import argparse

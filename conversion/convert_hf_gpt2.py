@@ -6,9 +6,7 @@
 The input is a folder (or a Hub id) with `config.json` and safetensors or `pytorch_model.bin`
 weights; the output folder loads with `AutoModelForCausalLM.from_pretrained(output)` (and with
 `trust_remote_code=True` where this package is not installed), with the input's tokenizer, else
-GPT-2's. The conversion itself is `modeling_gpt_scratch.conversion.hf_gpt2`. The output is written
-to a temporary folder beside `--output` and moved into place at the end; bad input stops with one
-`error: ...` line and leaves no output.
+GPT-2's. The conversion itself is `modeling_gpt_scratch.conversion.hf_gpt2`.
 """
 
 import argparse

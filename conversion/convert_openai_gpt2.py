@@ -5,9 +5,7 @@
 
 The input is the folder OpenAI published (`hparams.json`, `model.ckpt.*`, `encoder.json`,
 `vocab.bpe`), read without TensorFlow; the output folder holds the model with a tied head and the
-release's tokenizer. The conversion itself is `modeling_gpt_scratch.conversion.openai_gpt2`. The
-output is written to a temporary folder beside `--output` and moved into place at the end; bad
-input stops with one `error: ...` line and leaves no output.
+release's tokenizer. The conversion itself is `modeling_gpt_scratch.conversion.openai_gpt2`.
 """
 
 import argparse

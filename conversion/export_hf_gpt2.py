@@ -7,9 +7,7 @@ The input is a folder saved by `save_pretrained` (or a Hub id): a `GPTScratchFor
 `GPT2LMHeadModel`, a `GPTScratchForSequenceClassification` a `GPT2ForSequenceClassification`, with
 the same logits, loadable without this package or `trust_remote_code`. GPT-2's classifier head has
 no bias: a non-zero one is an error unless `--fold_score_bias` moves it into the final LayerNorm's
-shift. The export itself is `modeling_gpt_scratch.conversion.export_gpt2`. The output is written to
-a temporary folder beside `--output` and moved into place at the end; bad input stops with one
-`error: ...` line and leaves no output.
+shift. The export itself is `modeling_gpt_scratch.conversion.export_gpt2`.
 """
 
 import argparse

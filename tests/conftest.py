@@ -5,6 +5,7 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -211,6 +212,70 @@ def assert_output_folder_rules(convert, source, tmp_path, break_source, error, r
         convert(out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p for p in tmp_path.rglob(".*")] == []  # no temporary folder left
+
+
+def broken_copy(case, good, folder):
+    """(input, words) for a bad-input case `(source, words)`: `source` is the input itself (a string)
+    or a function that breaks a copy of the folder `good`, made at `folder`."""
+    source, words = case
+    if isinstance(source, str):
+        return source, words
+    shutil.copytree(good, folder)
+    source(folder)
+    return str(folder), words
+
+
+def assert_model_folder(out, expected):
+    """A converter's output folder of ours, at `expected`: our config with `auto_map` (so
+    `trust_remote_code` loads it), the code files, one safetensors file and no `.bin`, and no
+    temporary folder beside it. Returns its config.json."""
+    import json
+
+    assert out == expected
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "configuration_gpt_scratch.py",
+        "modeling_gpt_scratch.py",
+    } <= files
+    assert not any(f.endswith(".bin") for f in files)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
+    return config
+
+
+def assert_same_generations(src, ours, vocab_size, new_tokens):
+    """Greedy search and beam search give the same tokens from `src` and the converted `ours`."""
+    x = prompts(vocab_size)
+    kwargs = dict(
+        attention_mask=torch.ones_like(x),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=vocab_size - 1,
+    )
+    for extra in ({}, {"num_beams": 3}):
+        assert ours.generate(x, **kwargs, **extra).tolist() == src.generate(x, **kwargs, **extra).tolist(), (
+            extra
+        )
+
+
+def convert_sharded_bfloat16(script, input, out, max_shard_size, *options) -> dict:
+    """Run a converter as a user does with --dtype bfloat16 and small shards; it succeeds and names
+    its output. Returns the output's tensors (checked to be in several shards, all bfloat16)."""
+    args = ["--input", input, "--output", out, "--dtype", "bfloat16", "--max_shard_size", max_shard_size]
+    assert f"-> {out}" in ok(run_converter(script, *args, *options))
+    return load_shards(out, torch.bfloat16)
+
+
+def assert_fresh_python_says_ok(code, cwd):
+    """`code` run by a fresh Python (offline, one thread) prints "ok"."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
 def load_shards(out, dtype) -> dict:

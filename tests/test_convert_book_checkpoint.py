@@ -14,6 +14,7 @@ from conftest import (
     assert_bad_option_refused,
     assert_close,
     assert_main_fails_cleanly,
+    assert_model_folder,
     assert_output_folder_rules,
     assert_process_fails_cleanly,
     book_code,
@@ -111,17 +112,7 @@ def test_converted_model_matches_the_book(name, tmp_path):
     if layout == "bfloat16":
         book = book.to(torch.bfloat16).float()  # the weights the file holds
     out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
-    assert out == tmp_path / "out"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
-
-    files = {p.name for p in out.iterdir()}
-    assert {
-        "config.json",
-        "model.safetensors",
-        "configuration_gpt_scratch.py",
-        "modeling_gpt_scratch.py",
-    } <= files
-    config = json.loads((out / "config.json").read_text())
+    config = assert_model_folder(out, tmp_path / "out")
     assert config["architectures"] == ["GPTScratchForCausalLM"]
     assert {k: config[k] for k in cfg} == cfg
     assert config["tie_word_embeddings"] is False  # the book's head is its own tensor

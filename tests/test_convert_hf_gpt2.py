@@ -3,10 +3,7 @@ converted, and the converted model must compute the same logits and generate the
 Bad inputs must fail with one `error:` line naming the problem, and leave no output behind."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +12,15 @@ from conftest import (
     BAD_OPTIONS,
     RunsCode,
     assert_bad_option_refused,
+    assert_fresh_python_says_ok,
     assert_main_fails_cleanly,
+    assert_model_folder,
     assert_output_folder_rules,
     assert_process_fails_cleanly,
-    load_shards,
+    assert_same_generations,
+    broken_copy,
+    convert_sharded_bfloat16,
     prompts,
-    run_converter,
 )
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -78,20 +78,6 @@ def save_gpt2(model, folder, layout="safetensors"):
     return folder
 
 
-def assert_same_generations(src, ours, vocab_size, new_tokens):
-    x = prompts(vocab_size)
-    kwargs = dict(
-        attention_mask=torch.ones_like(x),
-        max_new_tokens=new_tokens,
-        do_sample=False,
-        pad_token_id=vocab_size - 1,
-    )
-    for extra in ({}, {"num_beams": 3}):
-        expected = src.generate(x, **kwargs, **extra)
-        got = ours.generate(x, **kwargs, **extra)
-        assert got.tolist() == expected.tolist(), extra
-
-
 SHAPES = {
     # name: (GPT-2 config, input layout)
     "tied-safetensors": (dict(n_embd=32, n_head=4, n_layer=2, n_positions=48), "safetensors"),
@@ -110,13 +96,7 @@ def test_converted_model_matches_gpt2(name, tmp_path):
     vocab = 97
     src_dir = save_gpt2(gpt2(vocab_size=vocab, **shape), tmp_path / "gpt2", layout)
     out = conv.convert(src_dir, tmp_path / "out")
-    assert out == tmp_path / "out"
-    files = {p.name for p in out.iterdir()}
-    assert {"config.json", "configuration_gpt_scratch.py", "modeling_gpt_scratch.py"} <= files
-    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
-    config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
+    config = assert_model_folder(out, tmp_path / "out")
     tied = shape.get("tie_word_embeddings", True)
     assert config["tie_word_embeddings"] is tied
 
@@ -174,24 +154,14 @@ with torch.no_grad():
 assert diff <= 1e-4, diff
 print("ok")
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert_fresh_python_says_ok(code, cwd=tmp_path)
 
 
 def test_cli_bfloat16_sharded(tmp_path):
     src = gpt2(n_embd=64, n_head=4, n_layer=2, n_positions=64)
     src_dir = save_gpt2(src, tmp_path / "gpt2")
     out = tmp_path / "nested" / "out"
-    args = ["--input", src_dir, "--output", out, "--dtype", "bfloat16", "--max_shard_size", "40KB"]
-    result = run_converter("convert_hf_gpt2", *args)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"-> {out}" in result.stdout
-
-    tensors = load_shards(out, torch.bfloat16)
+    tensors = convert_sharded_bfloat16("convert_hf_gpt2", src_dir, out, "40KB")
     d = 64  # Q is the first third of GPT-2's fused c_attn, transposed to nn.Linear's [out, in]
     c_attn = src.transformer.h[1].attn.c_attn.weight
     assert torch.equal(tensors["model.trf_blocks.1.att.W_query.weight"], c_attn[:, :d].T.to(torch.bfloat16))
@@ -388,26 +358,16 @@ BAD_INPUTS = {
 }
 
 
-def _bad_input(name, good_src, tmp_path):
-    source, words = BAD_INPUTS[name]
-    if isinstance(source, str):
-        return source, words
-    folder = tmp_path / "gpt2"
-    shutil.copytree(good_src, folder)
-    source(folder)
-    return str(folder), words
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_input(name, good_src, tmp_path, capfd):
-    source, words = _bad_input(name, good_src, tmp_path)
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "gpt2")
     assert_main_fails_cleanly("convert_hf_gpt2", ["--input", source], words, tmp_path, capfd)
 
 
 @pytest.mark.parametrize("name", ["wrong-shape", "hub-cache-without-weights"])
 def test_bad_input_cli(name, good_src, tmp_path):
     """The same, as a real process: no library warnings or tracebacks on stderr either."""
-    source, words = _bad_input(name, good_src, tmp_path)
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "gpt2")
     assert_process_fails_cleanly("convert_hf_gpt2", ["--input", source], words, tmp_path)
 
 

@@ -29,11 +29,12 @@ from conftest import (
     BAD_OPTIONS,
     assert_bad_option_refused,
     assert_main_fails_cleanly,
+    assert_model_folder,
     assert_output_folder_rules,
     assert_process_fails_cleanly,
-    load_shards,
+    assert_same_generations,
+    convert_sharded_bfloat16,
     prompts,
-    run_converter,
 )
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -297,17 +298,8 @@ def test_tensorflow_wrote_openais_layout(tf_written):
 def test_converted_model_matches_gpt2(name, tf_written, tmp_path, capfd):
     src, hp, arrays = copy_of(tf_written, name, tmp_path)
     out = conv.convert(src, tmp_path / "out")
-    assert out == tmp_path / "out"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    config = assert_model_folder(out, tmp_path / "out")
     files = {p.name for p in out.iterdir()}
-    assert {
-        "config.json",
-        "model.safetensors",
-        "configuration_gpt_scratch.py",
-        "modeling_gpt_scratch.py",
-    } <= files
-    config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
     assert (
         config["vocab_size"],
         config["context_length"],
@@ -335,17 +327,9 @@ def test_converted_model_matches_gpt2(name, tf_written, tmp_path, capfd):
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() <= 1e-4
 
-    x = prompts(hp["n_vocab"])
-    kwargs = dict(
-        attention_mask=torch.ones_like(x),
-        max_new_tokens=hp["n_ctx"] - 7,  # up to the full context
-        do_sample=False,
-        pad_token_id=hp["n_vocab"] - 1,
-    )
-    for extra in ({}, {"num_beams": 3}):
-        assert (
-            ours.generate(x, **kwargs, **extra).tolist() == src_model.generate(x, **kwargs, **extra).tolist()
-        )
+    assert_same_generations(
+        src_model, ours, hp["n_vocab"], new_tokens=hp["n_ctx"] - 7
+    )  # up to the full context
 
     err = capfd.readouterr().err
     if hp["n_vocab"] < 50257:  # GPT-2's tokenizer would give ids the model cannot embed
@@ -363,13 +347,7 @@ def test_converted_model_matches_gpt2(name, tf_written, tmp_path, capfd):
 def test_cli_bfloat16_sharded(tf_written, tmp_path):
     src, hp, arrays = copy_of(tf_written, "two-layers", tmp_path)
     out = tmp_path / "nested" / "out"
-    args = ["--input", src, "--output", out, "--dtype", "bfloat16", "--max_shard_size", "20KB"]
-    result = run_converter("convert_openai_gpt2", *args)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"-> {out}" in result.stdout
-
-    tensors = load_shards(out, torch.bfloat16)
+    tensors = convert_sharded_bfloat16("convert_openai_gpt2", src, out, "20KB")
     d = hp["n_embd"]  # Q is the first third of OpenAI's fused kernel [1, d, 3d], as nn.Linear's [out, in]
     c_attn = torch.from_numpy(arrays["model/h1/attn/c_attn/w"][0])
     assert torch.equal(tensors["model.trf_blocks.1.att.W_query.weight"], c_attn[:, :d].T.to(torch.bfloat16))

@@ -3,10 +3,7 @@
 What GPT-2 cannot express, and bad inputs, must fail with one `error:` line and leave no output."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,11 +12,12 @@ from conftest import (
     BAD_OPTIONS,
     assert_bad_option_refused,
     assert_close,
+    assert_fresh_python_says_ok,
     assert_main_fails_cleanly,
     assert_process_fails_cleanly,
     book_model,
-    load_shards,
-    run_converter,
+    broken_copy,
+    convert_sharded_bfloat16,
 )
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -143,11 +141,7 @@ for cls in (GPT2LMHeadModel, AutoModelForCausalLM):
 assert "transformers_modules" not in str(sys.modules.keys())
 print("ok")
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert_fresh_python_says_ok(code, cwd=tmp_path)
 
 
 def test_book_checkpoint_to_gpt2(tmp_path):
@@ -169,12 +163,7 @@ def test_cli_bfloat16_sharded(tmp_path):
     src = ours(emb_dim=64, n_heads=4, tie_word_embeddings=False)
     src.save_pretrained(tmp_path / "ours")
     out = tmp_path / "nested" / "out"
-    args = ["--input", tmp_path / "ours", "--output", out, "--dtype", "bfloat16", "--max_shard_size", "40KB"]
-    result = run_converter("export_hf_gpt2", *args)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr and f"-> {out}" in result.stdout
-
-    tensors = load_shards(out, torch.bfloat16)
+    tensors = convert_sharded_bfloat16("export_hf_gpt2", tmp_path / "ours", out, "40KB")
     d = 64  # K is the middle third of GPT-2's fused c_attn, in Conv1D's [in, out] layout
     k = src.model.trf_blocks[1].att.W_key.weight
     assert torch.equal(tensors["transformer.h.1.attn.c_attn.weight"][:, d : 2 * d], k.T.to(torch.bfloat16))
@@ -318,19 +307,9 @@ BAD_INPUTS = {
 }
 
 
-def _bad_input(name, good_src, tmp_path):
-    source, words = BAD_INPUTS[name]
-    if isinstance(source, str):
-        return source, words
-    folder = tmp_path / "ours"
-    shutil.copytree(good_src, folder)
-    source(folder)
-    return str(folder), words
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_input(name, good_src, tmp_path, capfd):
-    source, words = _bad_input(name, good_src, tmp_path)
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "ours")
     assert_main_fails_cleanly("export_hf_gpt2", ["--input", source], words, tmp_path, capfd)
 
 

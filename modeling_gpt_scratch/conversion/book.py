@@ -217,7 +217,7 @@ def check_masks(sd: dict, config: GPTScratchConfig, where: str) -> None:
             )
             raise CLIError(
                 f"{where}: buffer `{name}` has shape {list(mask.shape)}, expected the causal mask [{n}, {n}] "
-                f"of context_length {n}{found}: use a config with that context_length."
+                f"of context_length {n}{found}: use a config with that context_length, or none (it is read from the checkpoint)."
             )
         if causal is None:
             causal = torch.ones(n, n, dtype=torch.bool).triu(diagonal=1)

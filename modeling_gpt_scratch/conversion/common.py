@@ -318,10 +318,17 @@ def run_converter(
 
 
 def script_description(doc: str) -> dict:
-    """argparse keyword arguments for a converter script: its docstring's first paragraph, as written."""
+    """argparse keyword arguments for a converter script: its docstring's first paragraph, as written,
+    and what every converter promises about its output."""
     import argparse
 
-    return dict(description=doc.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    return dict(
+        description=doc.split("\n\n")[0],
+        epilog="The output is written to a temporary folder beside --output and moved into place at the end\n"
+        "(with --overwrite, the old output stays until then). Bad input stops with one `error: ...` line\n"
+        "and leaves no output.",
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
 
 
 __all__ = [
