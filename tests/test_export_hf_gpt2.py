@@ -230,6 +230,16 @@ def test_classifier_with_bias_needs_folding(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ours"]
 
 
+def test_book_pooling_classifier_is_refused(tmp_path):
+    """A converted chapter 6 classifier reads the last position of padded text; GPT-2 cannot."""
+    model = classifier("zero")
+    model.config.classifier_pooling, model.config.classifier_padded_length = "last_position", 12
+    model.save_pretrained(tmp_path / "ours")
+    with pytest.raises(CLIError, match="classifier_pooling='last_position'.*padded to 12 tokens.*GPT-2"):
+        export.convert(tmp_path / "ours", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 

@@ -11,7 +11,9 @@ The mapping is `gpt2_mapping.scratch_to_gpt2_state_dict` (the book's `load_weigh
 backwards); without `qkv_bias` the `c_attn` bias is zeros, which computes the same thing. A tied
 head stays tied, an untied one stays untied (`tie_word_embeddings=false`).
 
-What GPT-2 cannot express: GPT-2's classifier head `score` has no bias, ours (the book's chapter-6
+What GPT-2 cannot express: a classifier that reads the book's way (`classifier_pooling=
+"last_position"`, from a converted chapter 6 checkpoint) is refused, since GPT-2 reads the last
+non-padding token. GPT-2's classifier head `score` has no bias, ours (the book's chapter-6
 head) has one. A zero bias is dropped; any other is an error, unless `fold_score_bias` moves it into
 the final LayerNorm's shift (`ln_f.bias += pinv(score.weight) @ score.bias`), which gives the same
 logits but shifts the last hidden state (`hidden_states[-1]`) by a constant vector.
@@ -115,6 +117,13 @@ def gpt2_state_and_config(
             state["lm_head.weight"] = state["transformer.wte.weight"]
         return GPT2LMHeadModel, gpt2_config, state
 
+    if getattr(config, "classifier_pooling", "last_token") != "last_token":
+        raise CLIError(
+            f"{source.parent / 'config.json'}: this classifier reads the book's way (classifier_pooling="
+            f"{config.classifier_pooling!r}: the last position of text padded to {config.classifier_padded_length} "
+            "tokens), and GPT2ForSequenceClassification reads the last non-padding token, so GPT-2 would give "
+            "other answers; keep it in this project's format."
+        )
     del state["lm_head.weight"]
     gpt2_config.tie_word_embeddings = False
     gpt2_config.id2label = dict(config.id2label)
