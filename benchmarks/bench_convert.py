@@ -132,7 +132,7 @@ def spot_check(checkpoint: Path, output: Path, hparams: dict) -> None:
     from safetensors import safe_open
 
     sys.path.insert(0, str(REPO))
-    from modeling_gpt_scratch.tf_checkpoint import TFCheckpoint
+    from modeling_gpt_scratch.conversion.tf_checkpoint import TFCheckpoint
 
     d = hparams["n_embd"]
     wanted = {"model.tok_emb.weight": None, "model.trf_blocks.0.att.W_query.weight": None}

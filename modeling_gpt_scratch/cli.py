@@ -69,24 +69,39 @@ def atomic_output_dir(output: str | os.PathLike, overwrite: bool = False) -> Ite
     try:
         yield tmp
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); give it a normal folder's mode
-        old = None
+        _swap_into_place(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_new_parents(created)
+        raise
+
+
+def _swap_into_place(tmp: Path, output: Path) -> None:
+    """Move the finished `tmp` to `output`, moving an existing non-empty `output` aside first. Two
+    renames; if anything stops the swap between or during them (an error, Ctrl-C, SIGTERM), the old
+    folder is put back, so `output` is always either the old folder or the new one."""
+    old, emptied = None, False
+    try:
         if output.is_dir() and any(output.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
             os.replace(output, old)  # onto the empty folder mkdtemp made
         elif output.is_dir():
             output.rmdir()
-        try:
-            os.replace(tmp, output)
-        except BaseException:
-            if old is not None:
-                os.replace(old, output)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            emptied = True
+        os.replace(tmp, output)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_new_parents(created)
+        if not tmp.exists():  # the new folder is in place after all: only the old one is left to remove
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        elif old is not None and output.exists():  # the first rename did not happen: mkdtemp's empty folder
+            old.rmdir()
+        elif old is not None:
+            os.replace(old, output)
+        elif emptied and not output.exists():
+            output.mkdir()
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -88,3 +89,243 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ---- converters
+# Shared by tests/test_convert_*.py and tests/test_export_hf_gpt2.py: running a converter as a user
+# does, the rules every converter keeps (one `error:` line, no output left behind, --output and
+# --overwrite), and the book's own GPTModel (the `book` test extra) as the reference model.
+
+CONVERTERS = REPO / "conversion"
+# Options every converter checks before doing any work: (option, bad value, words of the message).
+BAD_OPTIONS = [
+    ("max_shard_size", "5XB", ["max_shard_size", "5XB"]),
+    ("dtype", "int8", ["dtype", "int8", "bfloat16"]),
+]
+
+
+_CONVERTER_MODULES = {}
+
+
+def converter(script: str):
+    """The converter script `conversion/<script>.py` as a module (for its `main`)."""
+    import importlib.util
+
+    if script not in _CONVERTER_MODULES:
+        spec = importlib.util.spec_from_file_location(script, CONVERTERS / f"{script}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _CONVERTER_MODULES[script] = module
+    return _CONVERTER_MODULES[script]
+
+
+def run_converter(script: str, *args, timeout=300):
+    """`python conversion/<script>.py ARGS` in its own process, offline, warnings shown."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    return run_script(CONVERTERS / f"{script}.py", *args, env=env, timeout=timeout)
+
+
+def assert_clean_failure(rc, stderr, words, workdir):
+    """A failed conversion: exit status not 0, one `error:` line holding `words`, no traceback, and
+    nothing left in `workdir` (no output, no temporary folder)."""
+    assert rc != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert list(workdir.iterdir()) == []
+
+
+def assert_main_fails_cleanly(script, argv, words, tmp_path, capfd):
+    """`run_cli(main, argv + --output)` of a converter fails cleanly, restores transformers' logging,
+    and ran no code from the input."""
+    import transformers
+
+    from modeling_gpt_scratch.cli import run_cli
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    capfd.readouterr()
+    verbosity = transformers.logging.get_verbosity()
+    rc = run_cli(converter(script).main, [*map(str, argv), "--output", str(workdir / "out")])
+    captured = capfd.readouterr()
+    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
+    assert_clean_failure(rc, captured.err, words, workdir)
+    assert "code from the checkpoint ran" not in captured.out
+
+
+def assert_process_fails_cleanly(script, argv, words, tmp_path):
+    """The same as a real process: nothing on stdout, nothing on stderr but the one line."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_converter(script, *argv, "--output", workdir / "out" / "deeper")
+    assert_clean_failure(result.returncode, result.stderr, words, workdir)
+    assert result.stdout == ""
+
+
+class RunsCode:
+    """Pickled, it asks the unpickler to call `print`: a checkpoint that would run code."""
+
+    def __reduce__(self):
+        return (print, ("code from the checkpoint ran",))
+
+
+def assert_bad_option_refused(convert, option, value, words, out):
+    """`convert(out, option=value)` is refused before any work, and writes nothing."""
+    from modeling_gpt_scratch.cli import CLIError
+
+    with pytest.raises(CLIError) as info:
+        convert(out, **{option: value})
+    assert all(w in str(info.value) for w in words)
+    assert not out.exists()
+
+
+def assert_output_folder_rules(convert, source, tmp_path, break_source, error, replaces):
+    """The rules of `--output` for a converter; `convert(output, **options)` converts `source` (a
+    file or folder in its own folder under `tmp_path`). An empty folder may be the output; a non-empty
+    one only with overwrite, and then it is replaced, not merged; a file may not; neither may the
+    input's folder or one above it. When the input turns bad (`break_source()`, failing with
+    `error`), a failed overwrite keeps the old output, and no temporary folder is left anywhere."""
+    from modeling_gpt_scratch.cli import CLIError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    convert(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(CLIError, match="not empty.*--overwrite"):
+        convert(out)
+    (out / "stale.txt").write_text("from an earlier run")
+    convert(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # replaced, not merged
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CLIError, match="not a folder"):
+        convert(tmp_path / "a-file")
+    folder = source if source.is_dir() else source.parent
+    for output in (folder, folder.parent):
+        with pytest.raises(CLIError, match=replaces):
+            convert(output, overwrite=True)
+    assert source.exists()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    break_source()
+    with pytest.raises(CLIError, match=error):
+        convert(out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p for p in tmp_path.rglob(".*")] == []  # no temporary folder left
+
+
+def broken_copy(case, good, folder):
+    """(input, words) for a bad-input case `(source, words)`: `source` is the input itself (a string)
+    or a function that breaks a copy of the folder `good`, made at `folder`."""
+    source, words = case
+    if isinstance(source, str):
+        return source, words
+    shutil.copytree(good, folder)
+    source(folder)
+    return str(folder), words
+
+
+def assert_model_folder(out, expected):
+    """A converter's output folder of ours, at `expected`: our config with `auto_map` (so
+    `trust_remote_code` loads it), the code files, one safetensors file and no `.bin`, and no
+    temporary folder beside it. Returns its config.json."""
+    import json
+
+    assert out == expected
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "configuration_gpt_scratch.py",
+        "modeling_gpt_scratch.py",
+    } <= files
+    assert not any(f.endswith(".bin") for f in files)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
+    return config
+
+
+def assert_same_generations(src, ours, vocab_size, new_tokens):
+    """Greedy search and beam search give the same tokens from `src` and the converted `ours`."""
+    x = prompts(vocab_size)
+    kwargs = dict(
+        attention_mask=torch.ones_like(x),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=vocab_size - 1,
+    )
+    for extra in ({}, {"num_beams": 3}):
+        assert ours.generate(x, **kwargs, **extra).tolist() == src.generate(x, **kwargs, **extra).tolist(), (
+            extra
+        )
+
+
+def convert_sharded_bfloat16(script, input, out, max_shard_size, *options) -> dict:
+    """Run a converter as a user does with --dtype bfloat16 and small shards; it succeeds and names
+    its output. Returns the output's tensors (checked to be in several shards, all bfloat16)."""
+    args = ["--input", input, "--output", out, "--dtype", "bfloat16", "--max_shard_size", max_shard_size]
+    assert f"-> {out}" in ok(run_converter(script, *args, *options))
+    return load_shards(out, torch.bfloat16)
+
+
+def assert_fresh_python_says_ok(code, cwd):
+    """`code` run by a fresh Python (offline, one thread) prints "ok"."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def load_shards(out, dtype) -> dict:
+    """The tensors of a sharded output folder, checked to be in several shards, all of `dtype`."""
+    import json
+
+    from safetensors.torch import load_file
+
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and all((out / s).is_file() for s in shards)
+    assert not (out / "model.safetensors").exists()
+    tensors = {}
+    for shard in shards:
+        tensors.update(load_file(out / shard))
+    assert all(t.dtype == dtype for t in tensors.values())
+    return tensors
+
+
+def assert_close(got, expected, tol=1e-4):
+    assert got.shape == expected.shape
+    diff = (got - expected).abs().max().item()
+    assert diff <= tol, diff
+
+
+def prompts(vocab_size, batch=2, length=7):
+    return torch.randint(0, vocab_size - 1, (batch, length))
+
+
+def book_code():
+    """The book's own code (`llms_from_scratch`, the `book` test extra): required in CI, a skip with
+    the reason elsewhere."""
+    try:
+        import llms_from_scratch.ch04
+    except ImportError:
+        reason = "the book's code is needed as the reference: pip install -e '.[dev,book]'"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return llms_from_scratch
+
+
+def book_model(cfg, seed=123, noise=0.1):
+    """The book's `GPTModel(cfg)` built after `torch.manual_seed(seed)` as in the book, then every
+    parameter nudged by Gaussian noise, so LayerNorm scales and shifts and Q/K/V biases are not their
+    initial ones and no two tensors are alike (a swapped mapping would not go unnoticed). In eval mode."""
+    book = book_code()
+    torch.manual_seed(seed)
+    model = book.ch04.GPTModel(cfg)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(noise * torch.randn_like(param))
+    return model.eval()

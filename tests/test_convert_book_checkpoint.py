@@ -1,29 +1,36 @@
-"""conversion/convert_book_checkpoint.py: the book's chapter-4 `GPTModel` (tests/book_gpt.py) is built
-with random weights, saved the ways chapters 5-7 save it, converted, and the converted model must give
-the book model's logits. Bad inputs must fail with one `error:` line naming the problem, and leave no
-output behind."""
+"""conversion/convert_book_checkpoint.py: the book's chapter-4 `GPTModel` (its own code, the
+`llms-from-scratch` package) is built with random weights, saved the ways chapters 5-7 save it,
+converted, and the converted model must give the book model's logits. Bad inputs must fail with one
+`error:` line naming the problem, and leave no output behind."""
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import transformers
-from book_gpt import GPTModel, generate_text_simple, random_book_model
+from conftest import (
+    BAD_OPTIONS,
+    RunsCode,
+    assert_bad_option_refused,
+    assert_close,
+    assert_main_fails_cleanly,
+    assert_model_folder,
+    assert_output_folder_rules,
+    assert_process_fails_cleanly,
+    book_code,
+    book_model,
+    load_shards,
+    ok,
+    run_converter,
+)
 from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
 from modeling_gpt_scratch import GPTScratchForCausalLM, GPTScratchForSequenceClassification
-from modeling_gpt_scratch.convert_utils import ConversionError
-
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "conversion" / "convert_book_checkpoint.py"
+from modeling_gpt_scratch.cli import CLIError
+from modeling_gpt_scratch.conversion import book as conv
+from modeling_gpt_scratch.conversion import common
 
 # A tiny version of the book's config dictionary.
 CFG = {
@@ -40,30 +47,10 @@ CFG = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def conv():
-    spec = importlib.util.spec_from_file_location("convert_book_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_config(cfg, folder):
     path = Path(folder) / "config.json"
     path.write_text(json.dumps(cfg))
     return path
-
-
-def cli(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
 
 
 def save_like_the_book(model, path, layout):
@@ -100,12 +87,6 @@ def book_logits(model, x):
         return model(x)
 
 
-def assert_close(got, expected, tol=1e-4):
-    assert got.shape == expected.shape
-    diff = (got - expected).abs().max().item()
-    assert diff <= tol, diff
-
-
 # ------------------------------------------------------------------------------- parity
 
 
@@ -123,25 +104,15 @@ CASES = {
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
 )  # torch.compile
 @pytest.mark.parametrize("name", CASES)
-def test_converted_model_matches_the_book(name, conv, tmp_path):
+def test_converted_model_matches_the_book(name, tmp_path):
     changes, layout = CASES[name]
     cfg = {**CFG, **changes}
-    book = random_book_model(cfg)
+    book = book_model(cfg)
     path = save_like_the_book(book, tmp_path / "model.pth", layout)
     if layout == "bfloat16":
         book = book.to(torch.bfloat16).float()  # the weights the file holds
     out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
-    assert out == tmp_path / "out"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
-
-    files = {p.name for p in out.iterdir()}
-    assert {
-        "config.json",
-        "model.safetensors",
-        "configuration_gpt_scratch.py",
-        "modeling_gpt_scratch.py",
-    } <= files
-    config = json.loads((out / "config.json").read_text())
+    config = assert_model_folder(out, tmp_path / "out")
     assert config["architectures"] == ["GPTScratchForCausalLM"]
     assert {k: config[k] for k in cfg} == cfg
     assert config["tie_word_embeddings"] is False  # the book's head is its own tensor
@@ -159,9 +130,78 @@ def test_converted_model_matches_the_book(name, conv, tmp_path):
             assert_close(ours(x).logits, expected)
 
 
-def test_greedy_generation_matches_generate_text_simple(conv, tmp_path):
+# Chapter 5's training configuration (GPT_CONFIG_124M with a 256-token context), cut to two blocks
+# and a small vocabulary: the width decides the heads, the rest is in the checkpoint.
+CH05 = {**CFG, "vocab_size": 1000, "context_length": 256, "emb_dim": 768, "n_heads": 12, "n_layers": 2}
+
+
+def assert_read_from_the_checkpoint(cfg, path, out, said):
+    """`out` holds the book's configuration `cfg` with nothing but the checkpoint `path` to go on,
+    gives the book model's logits over the whole context, and the output said what it assumed."""
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in cfg} == cfg
+    assert config["architectures"] == ["GPTScratchForCausalLM"] and config["tie_word_embeddings"] is False
+    read = ", ".join(
+        f"{k}={cfg[k]}" for k in ("vocab_size", "emb_dim", "context_length", "n_layers", "qkv_bias")
+    )
+    assert f"read from the checkpoint: {read}" in said
+    assert f"n_heads={cfg['n_heads']}: the book's for emb_dim {cfg['emb_dim']}" in said
+    assert "drop_rate=0.1: the book's" in said and "head: its own tensor" in said
+
+
+def test_config_read_from_a_context_256_checkpoint(tmp_path):
+    """The README's line, without --config, on what chapter 5 saves: a 256-token context, no Q/K/V
+    bias, the mask buffers in the state dict."""
+    book = book_model(CH05)
+    path = tmp_path / "model.pth"
+    torch.save(book.state_dict(), path)
+    assert torch.load(path)["trf_blocks.0.att.mask"].shape == (256, 256)
+    out = tmp_path / "out" / "x"
+    result = run_converter("convert_book_checkpoint", "--input", path, "--output", out)
+    said = ok(result)
+    assert f"-> {out}" in said
+    assert_read_from_the_checkpoint(CH05, path, out, said)
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    x = torch.randint(0, CH05["vocab_size"], (1, CH05["context_length"]))
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x))
+
+
+@pytest.mark.slow
+def test_chapter5_model_pth(tmp_path, capsys, shared_data):
+    """The book's chapter 5 model.pth at full size (GPT_CONFIG_124M, context 256: 163M parameters)."""
+    cfg = {
+        **book_code().ch04.__dict__.get("GPT_CONFIG_124M", CFG),
+        **CH05,
+        "vocab_size": 50257,
+        "n_layers": 12,
+    }
+    book = book_model(cfg)
+    torch.save(book.state_dict(), tmp_path / "model.pth")
+    out = conv.convert(tmp_path / "model.pth", tmp_path / "out")
+    assert_read_from_the_checkpoint(cfg, tmp_path / "model.pth", out, capsys.readouterr().out)
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    x = AutoTokenizer.from_pretrained(out)("Every effort moves you", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x))
+
+
+def test_config_overrides_what_is_read(tmp_path, capsys):
+    """A JSON file with some of the book's keys sets those; the rest still comes from the checkpoint."""
+    path = tmp_path / "model.pth"
+    torch.save(book_model(CFG).state_dict(), path)
+    out = conv.convert(path, tmp_path / "out", write_config({"n_heads": 2, "drop_rate": 0.0}, tmp_path))
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in CFG} == {**CFG, "n_heads": 2, "drop_rate": 0.0}
+    said = capsys.readouterr().out
+    assert (
+        "config.json: n_heads=2, drop_rate=0.0" in said and "read from the checkpoint: vocab_size=97" in said
+    )
+
+
+def test_greedy_generation_matches_generate_text_simple(tmp_path):
     """Chapter 4's greedy loop and `generate` pick the same tokens, up to the full context."""
-    book = random_book_model(CFG)
+    book = book_model(CFG)
     out = conv.convert(
         save_like_the_book(book, tmp_path / "model.pth", "state_dict"),
         tmp_path / "out",
@@ -170,35 +210,58 @@ def test_greedy_generation_matches_generate_text_simple(conv, tmp_path):
     ours = AutoModelForCausalLM.from_pretrained(out)
     prompt = torch.tensor([[5, 17, 42]])
     new = CFG["context_length"] - prompt.shape[1]
-    expected = generate_text_simple(book, prompt, max_new_tokens=new, context_size=CFG["context_length"])
+    expected = book_code().ch04.generate_text_simple(
+        book, prompt, max_new_tokens=new, context_size=CFG["context_length"]
+    )
     got = ours.generate(prompt, max_new_tokens=new, do_sample=False)
     assert got.tolist() == expected.tolist()
 
 
-def test_openai_loaded_model_gets_a_tied_head(conv, tmp_path):
-    """After chapter 5's `load_weights_into_gpt`, `out_head.weight` is a copy of `tok_emb.weight`: the
-    converted model ties them (GPT-2's layout); the logits are the same."""
+def test_head_equal_to_the_embedding_stays_untied(tmp_path, capsys):
+    """After chapter 5's `load_weights_into_gpt`, `out_head.weight` is a copy of `tok_emb.weight`. The
+    book keeps two matrices (chapter 7 fine-tunes them apart), and so does the converted model unless
+    asked to tie them; the output says which. The logits are the book model's either way."""
     cfg = {**CFG, "qkv_bias": True, "drop_rate": 0.0}
-    book = random_book_model(cfg)
+    book = book_model(cfg)
     book.out_head.weight = torch.nn.Parameter(book.tok_emb.weight.detach().clone())
     path = tmp_path / "gpt2-openai.pth"
     torch.save(book.state_dict(), path)
-    out = conv.convert(path, tmp_path / "out", config=write_config(cfg, tmp_path))
-    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
-    ours = AutoModelForCausalLM.from_pretrained(out)
-    assert ours.out_head.weight is ours.model.tok_emb.weight
+    config = write_config(cfg, tmp_path)
     x = torch.randint(0, 97, (2, 16))
-    with torch.no_grad():
-        assert_close(ours(x).logits, book_logits(book, x))
+    for tie in (False, True):
+        capsys.readouterr()
+        out = conv.convert(path, tmp_path / f"out-{tie}", config=config, tie_word_embeddings=tie)
+        said = capsys.readouterr().out
+        assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is tie
+        ours = AutoModelForCausalLM.from_pretrained(out)
+        assert (ours.out_head.weight is ours.model.tok_emb.weight) is tie
+        assert ("head: tied to the token embedding" in said) is tie
+        assert ("head: its own tensor, as in the book" in said) is not tie
+        with torch.no_grad():
+            assert_close(ours(x).logits, book_logits(book, x))
+    with torch.no_grad():  # untied: changing one leaves the other as it was
+        untied = AutoModelForCausalLM.from_pretrained(tmp_path / "out-False")
+        untied.model.tok_emb.weight.zero_()
+    assert torch.equal(untied.out_head.weight, book.out_head.weight)
+
+
+def test_trained_head_cannot_be_tied(good_files, tmp_path):
+    with pytest.raises(
+        CLIError, match="--tie_word_embeddings.*`out_head.weight` differs from `tok_emb.weight`"
+    ):
+        conv.convert(
+            good_files / "model.pth", tmp_path / "out", good_files / "config.json", tie_word_embeddings=True
+        )
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("head_bias", [True, False])
-def test_chapter6_classifier(head_bias, conv, tmp_path, shared_data):
+def test_chapter6_classifier(head_bias, tmp_path, shared_data):
     """Chapter 6 replaces `out_head` by `Linear(emb_dim, num_classes)`: the result is a
     GPTScratchForSequenceClassification whose logits are the book's `model(x)[:, -1, :]` on unpadded
     input. With GPT-2's vocabulary, GPT-2's tokenizer is saved beside it."""
     cfg = {**CFG, "vocab_size": 50257, "emb_dim": 16, "n_heads": 2}
-    book = random_book_model(cfg)
+    book = book_model(cfg)
     torch.manual_seed(123)
     book.out_head = torch.nn.Linear(in_features=cfg["emb_dim"], out_features=3, bias=head_bias)
     path = tmp_path / "review_classifier.pth"
@@ -208,18 +271,39 @@ def test_chapter6_classifier(head_bias, conv, tmp_path, shared_data):
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["GPTScratchForSequenceClassification"]
     assert len(config["id2label"]) == 3 and config["pad_token_id"] == 50256
+    # the book's way of reading: the last position of text padded to 120 tokens, here the context length
+    assert config["classifier_pooling"] == "last_position" and config["classifier_padded_length"] == 16
     ours = AutoModelForSequenceClassification.from_pretrained(out)
     assert isinstance(ours, GPTScratchForSequenceClassification)
     if not head_bias:
         assert torch.count_nonzero(ours.score.bias) == 0
-    x = torch.randint(0, 50256, (3, cfg["context_length"]))
-    for length in (cfg["context_length"], 5):
-        with torch.no_grad():
-            assert_close(ours(x[:, :length]).logits, book_logits(book, x[:, :length])[:, -1, :])
+    x = torch.randint(0, 50256, (3, cfg["context_length"]))  # as long as the padded length
+    with torch.no_grad():
+        assert_close(ours(x).logits, book_logits(book, x)[:, -1, :])
 
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == 50257 and tok.pad_token_id == 50256
     assert tok.encode("Every effort moves you") == [6109, 3626, 6100, 345]
+
+
+def test_chapter6_classifier_padded_length(tmp_path, capsys):
+    """The book's 120 tokens when the context allows, another length on request, never past the context."""
+    cfg = {**CFG, "vocab_size": 50257, "emb_dim": 16, "n_heads": 2, "context_length": 128}
+    book = book_model(cfg)
+    book.out_head = torch.nn.Linear(in_features=cfg["emb_dim"], out_features=2)
+    path = tmp_path / "review_classifier.pth"
+    torch.save(book.state_dict(), path)
+    config = write_config(cfg, tmp_path)
+    for option, expected in ((None, 120), (64, 64)):
+        out = conv.convert(path, tmp_path / f"out-{option}", config, classifier_padded_length=option)
+        saved = json.loads((out / "config.json").read_text())
+        assert (saved["classifier_pooling"], saved["classifier_padded_length"]) == ("last_position", expected)
+        assert f"padded to {expected} tokens (classifier_pooling=last_position" in capsys.readouterr().out
+    with pytest.raises(
+        CLIError, match="--classifier_padded_length 129 must be between 1 and the context_length 128"
+    ):
+        conv.convert(path, tmp_path / "too-long", config, classifier_padded_length=129)
+    assert not (tmp_path / "too-long").exists()
 
 
 def test_cli_preset_bfloat16_sharded(tmp_path, shared_data):
@@ -227,23 +311,27 @@ def test_cli_preset_bfloat16_sharded(tmp_path, shared_data):
     from modeling_gpt_scratch import PRESETS
 
     cfg = {k: PRESETS["tiny"][k] for k in CFG}
-    book = random_book_model(cfg)
+    book = book_model(cfg)
     path = tmp_path / "model.pth"
     torch.save(book.state_dict(), path)
     out = tmp_path / "nested" / "out"
-    result = cli(
-        "--input", path, "--config", "tiny", "--output", out, "--dtype", "bfloat16", "--max_shard_size", "8MB"
-    )
+    args = [
+        "--input",
+        path,
+        "--config",
+        "tiny",
+        "--output",
+        out,
+        "--dtype",
+        "bfloat16",
+        "--max_shard_size",
+        "8MB",
+    ]
+    result = run_converter("convert_book_checkpoint", *args)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and f"-> {out}" in result.stdout
 
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and not (out / "model.safetensors").exists()
-    tensors = {}
-    for shard in shards:
-        tensors.update(load_file(out / shard))
-    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    tensors = load_shards(out, torch.bfloat16)
     assert torch.equal(
         tensors["model.trf_blocks.3.att.W_key.weight"], book.trf_blocks[3].att.W_key.weight.to(torch.bfloat16)
     )
@@ -258,25 +346,18 @@ def test_cli_preset_bfloat16_sharded(tmp_path, shared_data):
     assert (got - expected).abs().max().item() <= 0.05 * expected.abs().max().item()
 
 
-def test_progress_bar_for_large_inputs(conv, tmp_path, monkeypatch, capfd):
-    import modeling_gpt_scratch.convert_utils as convert_utils
-
-    path = save_like_the_book(random_book_model(CFG), tmp_path / "model.pth", "state_dict")
+def test_progress_bar_for_large_inputs(tmp_path, monkeypatch, capfd):
+    path = save_like_the_book(book_model(CFG), tmp_path / "model.pth", "state_dict")
     config = write_config(CFG, tmp_path)
     conv.convert(path, tmp_path / "small", config=config)
     assert "reading model.pth" not in capfd.readouterr().err
-    monkeypatch.setattr(convert_utils, "LARGE_INPUT_BYTES", 1000)  # "large" from 1 kB on
+    monkeypatch.setattr(common, "LARGE_INPUT_BYTES", 1000)  # "large" from 1 kB on
     conv.convert(path, tmp_path / "large", config=config)
     err = capfd.readouterr().err
     assert "reading model.pth" in err and "100%" in err
 
 
 # ---------------------------------------------------------------------------- bad inputs
-
-
-class _RunsCode:
-    def __reduce__(self):
-        return (print, ("code from the checkpoint ran",))
 
 
 def _edit(fn):
@@ -293,15 +374,6 @@ def _edit(fn):
 def _edit_config(**changes):
     def apply(path, config):
         config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
-
-    return apply
-
-
-def _drop_config_key(key):
-    def apply(path, config):
-        cfg = json.loads(config.read_text())
-        del cfg[key]
-        config.write_text(json.dumps(cfg))
 
     return apply
 
@@ -337,12 +409,17 @@ BAD_INPUTS = {
     "empty": (_write(b""), ["model.pth", "cannot be read", "truncated or corrupt"]),
     "garbage": (_write(b"\x80\x02garbage that is no pickle"), ["model.pth", "cannot be read"]),
     "pickle-runs-code": (
-        _save({"x": _RunsCode()}),
+        _save({"x": RunsCode()}),
         ["model.pth", "`print`", "weights_only=True", "will not unpickle arbitrary objects"],
     ),
     "whole-pickled-model": (
-        _save(lambda: GPTModel(CFG)),
-        ["model.pth", "`book_gpt.GPTModel`", "model.state_dict()", "will not unpickle arbitrary objects"],
+        _save(lambda: book_code().ch04.GPTModel(CFG)),
+        [
+            "model.pth",
+            "`llms_from_scratch.ch04.GPTModel`",
+            "model.state_dict()",
+            "will not unpickle arbitrary objects",
+        ],
     ),
     "not-a-dict": (_save([1, 2, 3]), ["model.pth", "holds a list", "state dict"]),
     "not-a-state-dict": (
@@ -402,7 +479,10 @@ BAD_INPUTS = {
     "config-file-missing": (("{input}", "nowhere/cfg.json"), ["nowhere/cfg.json", "not found"]),
     "config-not-json": (lambda p, c: c.write_text("{oops"), ["config.json", "not valid JSON"]),
     "config-not-an-object": (lambda p, c: c.write_text("[1, 2]"), ["config.json", "list", "book's config"]),
-    "config-lacks-key": (_drop_config_key("qkv_bias"), ["config.json", "lacks qkv_bias"]),
+    "heads-not-inferable": (
+        ("{input}", None),
+        ["emb_dim 32", "book's GPT-2 sizes", "768: 12", "n_heads", "--config"],
+    ),
     "config-unknown-key": (_edit_config(n_kv_groups=2), ["config.json", "unknown key 'n_kv_groups'"]),
     "config-heads-do-not-divide": (_edit_config(n_heads=5), ["config.json", "divisible by `n_heads`"]),
     "config-qkv-bias-not-bool": (_edit_config(qkv_bias="false"), ["config.json", "qkv_bias is 'false'"]),
@@ -412,7 +492,7 @@ BAD_INPUTS = {
 @pytest.fixture(scope="module")
 def good_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("good")
-    torch.save(random_book_model(CFG).state_dict(), folder / "model.pth")
+    torch.save(book_model(CFG).state_dict(), folder / "model.pth")
     write_config(CFG, folder)
     return folder
 
@@ -431,60 +511,39 @@ def _bad_input(name, good_files, tmp_path):
     return str(path), str(config), words
 
 
-def _assert_clean_failure(rc, stderr, words, workdir):
-    assert rc != 0
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert list(workdir.iterdir()) == []  # no output, no temporary folder
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
-def test_bad_input(name, conv, good_files, tmp_path, capfd):
+def test_bad_input(name, good_files, tmp_path, capfd):
     path, config, words = _bad_input(name, good_files, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    capfd.readouterr()
-    verbosity = transformers.logging.get_verbosity()
-    rc = conv.run_cli(conv.main, ["--input", path, "--config", config, "--output", str(workdir / "out")])
-    captured = capfd.readouterr()
-    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
-    _assert_clean_failure(rc, captured.err, words, workdir)
-    assert "code from the checkpoint ran" not in captured.out
+    argv = ["--input", path] + (["--config", config] if config else [])
+    assert_main_fails_cleanly("convert_book_checkpoint", argv, words, tmp_path, capfd)
 
 
 def test_bad_input_cli(good_files, tmp_path):
     """The same as a real process: nothing on stderr but the one line."""
     path, config, words = _bad_input("qkv-bias-in-weights-not-config", good_files, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    result = cli("--input", path, "--config", config, "--output", workdir / "out" / "deeper")
-    _assert_clean_failure(result.returncode, result.stderr, words, workdir)
-    assert result.stdout == ""
+    assert_process_fails_cleanly(
+        "convert_book_checkpoint", ["--input", path, "--config", config], words, tmp_path
+    )
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "words"),
-    [("max_shard_size", "5XB", ["max_shard_size", "5XB"]), ("dtype", "int8", ["dtype", "int8", "bfloat16"])],
-)
-def test_bad_options(option, value, words, conv, good_files, tmp_path):
-    with pytest.raises(ConversionError) as info:
-        conv.convert(
-            good_files / "model.pth", tmp_path / "out", good_files / "config.json", **{option: value}
-        )
-    assert all(w in str(info.value) for w in words)
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize(("option", "value", "words"), BAD_OPTIONS)
+def test_bad_options(option, value, words, good_files, tmp_path):
+    convert = lambda output, **options: conv.convert(  # noqa: E731
+        good_files / "model.pth", output, good_files / "config.json", **options
+    )
+    assert_bad_option_refused(convert, option, value, words, tmp_path / "out")
 
 
-def test_output_folder_rules(conv, good_files, tmp_path):
-    path, config = good_files / "model.pth", good_files / "config.json"
-    out = conv.convert(path, tmp_path / "out", config)
-    with pytest.raises(ConversionError, match="not empty.*--overwrite"):
-        conv.convert(path, out, config)
-    conv.convert(path, out, config, overwrite=True)
-    with pytest.raises(ConversionError, match="would replace the folder of the input"):
-        conv.convert(path, good_files, config, overwrite=True)
-    assert (good_files / "model.pth").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+def test_output_folder_rules(good_files, tmp_path):
+    (tmp_path / "in").mkdir()
+    path, config = tmp_path / "in" / "model.pth", tmp_path / "in" / "config.json"
+    path.write_bytes((good_files / "model.pth").read_bytes())
+    config.write_bytes((good_files / "config.json").read_bytes())
+    assert_output_folder_rules(
+        lambda output, **options: conv.convert(path, output, config, **options),
+        path,
+        tmp_path,
+        break_source=lambda: path.write_bytes(b"not a checkpoint"),
+        error="cannot be read",
+        replaces="would replace the folder of the input",
+    )

@@ -2,38 +2,36 @@
 converted, and the converted model must compute the same logits and generate the same tokens.
 Bad inputs must fail with one `error:` line naming the problem, and leave no output behind."""
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import transformers
+from conftest import (
+    BAD_OPTIONS,
+    RunsCode,
+    assert_bad_option_refused,
+    assert_fresh_python_says_ok,
+    assert_main_fails_cleanly,
+    assert_model_folder,
+    assert_output_folder_rules,
+    assert_process_fails_cleanly,
+    assert_same_generations,
+    broken_copy,
+    convert_sharded_bfloat16,
+    prompts,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
 from modeling_gpt_scratch import GPTScratchForCausalLM
-from modeling_gpt_scratch.convert_utils import ConversionError
-
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "conversion" / "convert_hf_gpt2.py"
-
+from modeling_gpt_scratch.cli import CLIError
+from modeling_gpt_scratch.conversion import hf_gpt2 as conv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def conv():
-    spec = importlib.util.spec_from_file_location("convert_hf_gpt2", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gpt2(vocab_size=97, n_positions=48, n_embd=32, n_layer=2, n_head=4, **kwargs):
@@ -80,36 +78,6 @@ def save_gpt2(model, folder, layout="safetensors"):
     return folder
 
 
-def cli(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-
-
-def prompts(vocab_size, batch=2, length=7):
-    return torch.randint(0, vocab_size - 1, (batch, length))
-
-
-def assert_same_generations(src, ours, vocab_size, new_tokens):
-    x = prompts(vocab_size)
-    kwargs = dict(
-        attention_mask=torch.ones_like(x),
-        max_new_tokens=new_tokens,
-        do_sample=False,
-        pad_token_id=vocab_size - 1,
-    )
-    for extra in ({}, {"num_beams": 3}):
-        expected = src.generate(x, **kwargs, **extra)
-        got = ours.generate(x, **kwargs, **extra)
-        assert got.tolist() == expected.tolist(), extra
-
-
 SHAPES = {
     # name: (GPT-2 config, input layout)
     "tied-safetensors": (dict(n_embd=32, n_head=4, n_layer=2, n_positions=48), "safetensors"),
@@ -123,18 +91,12 @@ SHAPES = {
 
 
 @pytest.mark.parametrize("name", SHAPES)
-def test_converted_model_matches_gpt2(name, conv, tmp_path):
+def test_converted_model_matches_gpt2(name, tmp_path):
     shape, layout = SHAPES[name]
     vocab = 97
     src_dir = save_gpt2(gpt2(vocab_size=vocab, **shape), tmp_path / "gpt2", layout)
     out = conv.convert(src_dir, tmp_path / "out")
-    assert out == tmp_path / "out"
-    files = {p.name for p in out.iterdir()}
-    assert {"config.json", "configuration_gpt_scratch.py", "modeling_gpt_scratch.py"} <= files
-    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
-    config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
+    config = assert_model_folder(out, tmp_path / "out")
     tied = shape.get("tie_word_embeddings", True)
     assert config["tie_word_embeddings"] is tied
 
@@ -154,7 +116,7 @@ def test_converted_model_matches_gpt2(name, conv, tmp_path):
         )  # up to the full context
 
 
-def test_untied_head_stays_untied(conv, tmp_path):
+def test_untied_head_stays_untied(tmp_path):
     src = gpt2(tie_word_embeddings=False)
     out = conv.convert(save_gpt2(src, tmp_path / "gpt2"), tmp_path / "out")
     with safe_open(out / "model.safetensors", "pt") as f:
@@ -169,7 +131,7 @@ def test_untied_head_stays_untied(conv, tmp_path):
     assert torch.equal(ours.out_head.weight, src.lm_head.weight)
 
 
-def test_trust_remote_code_without_the_package(conv, tmp_path):
+def test_trust_remote_code_without_the_package(tmp_path):
     """A fresh process that never imports `modeling_gpt_scratch` loads the folder through the copied
     code files; the logits are the source's."""
     src = gpt2(vocab_size=50257, n_positions=32)
@@ -192,30 +154,14 @@ with torch.no_grad():
 assert diff <= 1e-4, diff
 print("ok")
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert_fresh_python_says_ok(code, cwd=tmp_path)
 
 
 def test_cli_bfloat16_sharded(tmp_path):
     src = gpt2(n_embd=64, n_head=4, n_layer=2, n_positions=64)
     src_dir = save_gpt2(src, tmp_path / "gpt2")
     out = tmp_path / "nested" / "out"
-    result = cli("--input", src_dir, "--output", out, "--dtype", "bfloat16", "--max_shard_size", "40KB")
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"-> {out}" in result.stdout
-
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted({f for f in index["weight_map"].values()})
-    assert len(shards) > 1 and all((out / s).is_file() for s in shards)
-    assert not (out / "model.safetensors").exists()
-    tensors = {}
-    for shard in shards:
-        tensors.update(load_file(out / shard))
-    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    tensors = convert_sharded_bfloat16("convert_hf_gpt2", src_dir, out, "40KB")
     d = 64  # Q is the first third of GPT-2's fused c_attn, transposed to nn.Linear's [out, in]
     c_attn = src.transformer.h[1].attn.c_attn.weight
     assert torch.equal(tensors["model.trf_blocks.1.att.W_query.weight"], c_attn[:, :d].T.to(torch.bfloat16))
@@ -230,7 +176,7 @@ def test_cli_bfloat16_sharded(tmp_path):
     assert (got - expected).abs().max().item() <= 0.1 * expected.abs().max().item()
 
 
-def test_float16(conv, tmp_path):
+def test_float16(tmp_path):
     out = conv.convert(save_gpt2(gpt2(), tmp_path / "gpt2"), tmp_path / "out", dtype="float16")
     assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float16
 
@@ -238,7 +184,7 @@ def test_float16(conv, tmp_path):
 # --------------------------------------------------------------------------------- tokenizer
 
 
-def test_gpt2_vocab_gets_gpt2_tokenizer(conv, tmp_path):
+def test_gpt2_vocab_gets_gpt2_tokenizer(tmp_path):
     out = conv.convert(save_gpt2(gpt2(vocab_size=50257, n_positions=32), tmp_path / "gpt2"), tmp_path / "out")
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == 50257 and tok.pad_token_id == 50256
@@ -247,7 +193,7 @@ def test_gpt2_vocab_gets_gpt2_tokenizer(conv, tmp_path):
     assert model.config.pad_token_id == model.generation_config.pad_token_id == 50256
 
 
-def test_input_tokenizer_is_copied(conv, tmp_path, shared_data):
+def test_input_tokenizer_is_copied(tmp_path, shared_data):
     """The input's own tokenizer (here GPT-2's plus a token) is the one saved, not the default."""
     src_dir = save_gpt2(gpt2(vocab_size=50258, n_positions=32), tmp_path / "gpt2")
     tok = AutoTokenizer.from_pretrained(shared_data / "gpt2_tokenizer" / "hf")
@@ -260,14 +206,14 @@ def test_input_tokenizer_is_copied(conv, tmp_path, shared_data):
     assert reloaded.pad_token_id == 50256
 
 
-def test_small_vocab_gets_no_tokenizer(conv, tmp_path, capfd):
+def test_small_vocab_gets_no_tokenizer(tmp_path, capfd):
     """GPT-2's tokenizer would give ids the 97-token model cannot embed: none is saved, with a warning."""
     out = conv.convert(save_gpt2(gpt2(vocab_size=97), tmp_path / "gpt2"), tmp_path / "out")
     assert not any("tokenizer" in p.name for p in out.iterdir())
     assert "no tokenizer" in capfd.readouterr().err
     AutoModelForCausalLM.from_pretrained(out)
 
-    with pytest.raises(ConversionError, match="50257 tokens but the model's vocab_size is 97"):
+    with pytest.raises(CLIError, match="50257 tokens but the model's vocab_size is 97"):
         conv.convert(tmp_path / "gpt2", tmp_path / "out2", tokenizer="openai-community/gpt2")
     assert not (tmp_path / "out2").exists()
 
@@ -275,43 +221,16 @@ def test_small_vocab_gets_no_tokenizer(conv, tmp_path, capfd):
 # ---------------------------------------------------------------------------- output folder
 
 
-def test_output_folder_rules(conv, tmp_path):
-    src_dir = save_gpt2(gpt2(), tmp_path / "gpt2")
-    out = tmp_path / "out"
-    out.mkdir()  # an existing empty folder is fine
-    conv.convert(src_dir, out)
-    before = sorted(p.name for p in out.iterdir())
-
-    with pytest.raises(ConversionError, match="not empty.*--overwrite"):
-        conv.convert(src_dir, out)
-    (out / "stale.txt").write_text("from an earlier run")
-    conv.convert(src_dir, out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == before  # replaced, not merged
-
-    (tmp_path / "a-file").write_text("x")
-    with pytest.raises(ConversionError, match="not a folder"):
-        conv.convert(src_dir, tmp_path / "a-file")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "gpt2", "out"]
-
-
-def test_output_may_not_replace_the_input(conv, tmp_path):
-    src_dir = save_gpt2(gpt2(), tmp_path / "gpt2")
-    for output in (src_dir, tmp_path):
-        with pytest.raises(ConversionError, match="would replace the input folder"):
-            conv.convert(src_dir, output, overwrite=True)
-    assert (src_dir / "model.safetensors").is_file() and (src_dir / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2"]
-
-
-def test_failed_overwrite_keeps_the_old_output(conv, tmp_path):
-    src_dir = save_gpt2(gpt2(), tmp_path / "gpt2")
-    out = conv.convert(src_dir, tmp_path / "out")
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    (src_dir / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(ConversionError, match="model.safetensors"):
-        conv.convert(src_dir, out, overwrite=True)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "out"]
+def test_output_folder_rules(tmp_path):
+    src_dir = save_gpt2(gpt2(), tmp_path / "in" / "gpt2")
+    assert_output_folder_rules(
+        lambda output, **options: conv.convert(src_dir, output, **options),
+        src_dir,
+        tmp_path,
+        break_source=lambda: (src_dir / "model.safetensors").write_bytes(b"not safetensors"),
+        error="model.safetensors",
+        replaces="would replace the input folder",
+    )
 
 
 # ------------------------------------------------------------------------------- bad inputs
@@ -334,11 +253,6 @@ def _edit_weights(folder, fn):
     tensors = load_file(path)
     fn(tensors)
     save_file(tensors, path, metadata={"format": "pt"})
-
-
-class _RunsCode:
-    def __reduce__(self):
-        return (print, ("code from the checkpoint ran",))
 
 
 def _as_bin(folder):
@@ -405,9 +319,9 @@ BAD_INPUTS = {
     "bin-with-code": (  # weights_only=True refuses to run what a pickle asks for
         lambda d: (
             (d / "model.safetensors").unlink(),
-            torch.save({"x": _RunsCode()}, d / "pytorch_model.bin"),
+            torch.save({"x": RunsCode()}, d / "pytorch_model.bin"),
         ),
-        ["pytorch_model.bin", "weights_only=True", "GLOBAL print"],
+        ["pytorch_model.bin", "weights_only=True", "`print`"],
     ),
     "bin-not-a-state-dict": (
         lambda d: ((d / "model.safetensors").unlink(), torch.save([1, 2, 3], d / "pytorch_model.bin")),
@@ -444,98 +358,20 @@ BAD_INPUTS = {
 }
 
 
-def _bad_input(name, good_src, tmp_path):
-    source, words = BAD_INPUTS[name]
-    if isinstance(source, str):
-        return source, words
-    folder = tmp_path / "gpt2"
-    shutil.copytree(good_src, folder)
-    source(folder)
-    return str(folder), words
-
-
-def _assert_clean_failure(rc, stderr, words, workdir):
-    assert rc != 0
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    leftovers = [p.name for p in workdir.iterdir() if p.name.startswith((".out", "out"))]
-    assert leftovers == [], leftovers
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
-def test_bad_input(name, conv, good_src, tmp_path, capfd):
-    source, words = _bad_input(name, good_src, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    capfd.readouterr()
-    verbosity = transformers.logging.get_verbosity()
-    rc = conv.run_cli(conv.main, ["--input", source, "--output", str(workdir / "out")])
-    captured = capfd.readouterr()
-    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
-    _assert_clean_failure(rc, captured.err, words, workdir)
-    assert "code from the checkpoint ran" not in captured.out
+def test_bad_input(name, good_src, tmp_path, capfd):
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "gpt2")
+    assert_main_fails_cleanly("convert_hf_gpt2", ["--input", source], words, tmp_path, capfd)
 
 
 @pytest.mark.parametrize("name", ["wrong-shape", "hub-cache-without-weights"])
 def test_bad_input_cli(name, good_src, tmp_path):
     """The same, as a real process: no library warnings or tracebacks on stderr either."""
-    source, words = _bad_input(name, good_src, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    result = cli("--input", source, "--output", workdir / "out" / "deeper")
-    _assert_clean_failure(result.returncode, result.stderr, words, workdir)
-    assert result.stdout == ""
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "gpt2")
+    assert_process_fails_cleanly("convert_hf_gpt2", ["--input", source], words, tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "words"),
-    [("max_shard_size", "5XB", ["max_shard_size", "5XB"]), ("dtype", "int8", ["dtype", "int8", "bfloat16"])],
-)
-def test_bad_options(option, value, words, conv, good_src, tmp_path):
-    with pytest.raises(ConversionError) as info:
-        conv.convert(good_src, tmp_path / "out", **{option: value})
-    assert all(w in str(info.value) for w in words)
-    assert not (tmp_path / "out").exists()
-
-
-# ------------------------------------------------------- convert_utils, shared by the converters
-
-
-def test_atomic_output_dir_cleans_up(tmp_path):
-    from modeling_gpt_scratch.convert_utils import atomic_output_dir
-
-    out = tmp_path / "new" / "deeper" / "out"
-    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out) as tmp:
-        assert tmp.parent == out.parent and tmp.is_dir() and not any(tmp.iterdir())
-        (tmp / "half-written").write_text("x")
-        raise KeyboardInterrupt
-    assert list(tmp_path.iterdir()) == []  # the parents it made are gone too
-
-    with atomic_output_dir(out) as tmp:
-        (tmp / "done").write_text("x")
-    assert [p.name for p in out.parent.iterdir()] == ["out"] and (out / "done").read_text() == "x"
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder, not mkdtemp's private 0700
-
-
-def test_run_cli_exit_codes(capfd):
-    from modeling_gpt_scratch.convert_utils import run_cli
-
-    def fails(message):
-        def main(argv):
-            raise message
-
-        return main
-
-    assert run_cli(lambda argv: None) == 0
-    assert run_cli(fails(ConversionError("bad\ninput\n  here"))) == 1
-    assert capfd.readouterr().err == "error: bad input here\n"
-    assert run_cli(fails(FileNotFoundError(2, "No such file or directory", "x.bin"))) == 1
-    assert "x.bin" in capfd.readouterr().err
-    assert run_cli(fails(KeyboardInterrupt())) == 130
-    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
-        run_cli(fails(ZeroDivisionError("bug")))
+@pytest.mark.parametrize(("option", "value", "words"), BAD_OPTIONS)
+def test_bad_options(option, value, words, good_src, tmp_path):
+    convert = lambda output, **options: conv.convert(good_src, output, **options)  # noqa: E731
+    assert_bad_option_refused(convert, option, value, words, tmp_path / "out")

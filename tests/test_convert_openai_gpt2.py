@@ -25,17 +25,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers
+from conftest import (
+    BAD_OPTIONS,
+    assert_bad_option_refused,
+    assert_main_fails_cleanly,
+    assert_model_folder,
+    assert_output_folder_rules,
+    assert_process_fails_cleanly,
+    assert_same_generations,
+    convert_sharded_bfloat16,
+    prompts,
+)
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
-from modeling_gpt_scratch import GPTScratchForCausalLM, tf_checkpoint
-from modeling_gpt_scratch.convert_utils import ConversionError
-from modeling_gpt_scratch.tf_checkpoint import CheckpointError, TFCheckpoint
+from modeling_gpt_scratch import GPTScratchForCausalLM
+from modeling_gpt_scratch.conversion import openai_gpt2 as conv
+from modeling_gpt_scratch.conversion import tf_checkpoint
+from modeling_gpt_scratch.conversion.tf_checkpoint import CheckpointError, TFCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "conversion" / "convert_openai_gpt2.py"
 
 # Writes the checkpoints listed in a JSON file: {"kind", "prefix", "arrays" (.npz), "names"}.
 TF_WRITER = r"""
@@ -84,14 +94,6 @@ json.dump(listed, open(sys.argv[2], "w"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def conv():
-    spec = importlib.util.spec_from_file_location("convert_openai_gpt2", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tf_python() -> str:
@@ -273,22 +275,6 @@ def copy_of(tf_written, name, tmp_path) -> tuple[Path, dict, dict]:
     return dest, hp, arrays
 
 
-def cli(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-
-
-def prompts(vocab_size, batch=2, length=7):
-    return torch.randint(0, vocab_size - 1, (batch, length))
-
-
 # --------------------------------------------------------------------------------- conversion
 
 
@@ -309,20 +295,11 @@ def test_tensorflow_wrote_openais_layout(tf_written):
 
 
 @pytest.mark.parametrize("name", SHAPES)
-def test_converted_model_matches_gpt2(name, conv, tf_written, tmp_path, capfd):
+def test_converted_model_matches_gpt2(name, tf_written, tmp_path, capfd):
     src, hp, arrays = copy_of(tf_written, name, tmp_path)
     out = conv.convert(src, tmp_path / "out")
-    assert out == tmp_path / "out"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    config = assert_model_folder(out, tmp_path / "out")
     files = {p.name for p in out.iterdir()}
-    assert {
-        "config.json",
-        "model.safetensors",
-        "configuration_gpt_scratch.py",
-        "modeling_gpt_scratch.py",
-    } <= files
-    config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "gpt_scratch" and config["auto_map"]["AutoModelForCausalLM"]
     assert (
         config["vocab_size"],
         config["context_length"],
@@ -350,17 +327,9 @@ def test_converted_model_matches_gpt2(name, conv, tf_written, tmp_path, capfd):
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() <= 1e-4
 
-    x = prompts(hp["n_vocab"])
-    kwargs = dict(
-        attention_mask=torch.ones_like(x),
-        max_new_tokens=hp["n_ctx"] - 7,  # up to the full context
-        do_sample=False,
-        pad_token_id=hp["n_vocab"] - 1,
-    )
-    for extra in ({}, {"num_beams": 3}):
-        assert (
-            ours.generate(x, **kwargs, **extra).tolist() == src_model.generate(x, **kwargs, **extra).tolist()
-        )
+    assert_same_generations(
+        src_model, ours, hp["n_vocab"], new_tokens=hp["n_ctx"] - 7
+    )  # up to the full context
 
     err = capfd.readouterr().err
     if hp["n_vocab"] < 50257:  # GPT-2's tokenizer would give ids the model cannot embed
@@ -378,19 +347,7 @@ def test_converted_model_matches_gpt2(name, conv, tf_written, tmp_path, capfd):
 def test_cli_bfloat16_sharded(tf_written, tmp_path):
     src, hp, arrays = copy_of(tf_written, "two-layers", tmp_path)
     out = tmp_path / "nested" / "out"
-    result = cli("--input", src, "--output", out, "--dtype", "bfloat16", "--max_shard_size", "20KB")
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"-> {out}" in result.stdout
-
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and all((out / s).is_file() for s in shards)
-    assert not (out / "model.safetensors").exists()
-    tensors = {}
-    for shard in shards:
-        tensors.update(load_file(out / shard))
-    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    tensors = convert_sharded_bfloat16("convert_openai_gpt2", src, out, "20KB")
     d = hp["n_embd"]  # Q is the first third of OpenAI's fused kernel [1, d, 3d], as nn.Linear's [out, in]
     c_attn = torch.from_numpy(arrays["model/h1/attn/c_attn/w"][0])
     assert torch.equal(tensors["model.trf_blocks.1.att.W_query.weight"], c_attn[:, :d].T.to(torch.bfloat16))
@@ -405,7 +362,7 @@ def test_cli_bfloat16_sharded(tf_written, tmp_path):
     assert (got - expected).abs().max().item() <= 0.1 * expected.abs().max().item()
 
 
-def test_float16(conv, tf_written, tmp_path):
+def test_float16(tf_written, tmp_path):
     src, hp, arrays = copy_of(tf_written, "three-heads", tmp_path)
     out = conv.convert(src, tmp_path / "out", dtype="float16")
     ours = AutoModelForCausalLM.from_pretrained(out)
@@ -414,7 +371,7 @@ def test_float16(conv, tf_written, tmp_path):
     assert torch.equal(ours.model.pos_emb.weight, wpe)
 
 
-def test_checkpoint_file_is_followed(conv, tf_written, tmp_path):
+def test_checkpoint_file_is_followed(tf_written, tmp_path):
     """The `checkpoint` file names the prefix (OpenAI's says "model.ckpt"); without it, model.ckpt."""
     src, hp, arrays = copy_of(tf_written, "one-wide-layer", tmp_path)
     for file in src.glob("model.ckpt.*"):
@@ -432,16 +389,16 @@ def test_checkpoint_file_is_followed(conv, tf_written, tmp_path):
     conv.convert(src, tmp_path / "out2")
 
 
-def test_output_folder_rules(conv, tf_written, tmp_path):
-    src, _, _ = copy_of(tf_written, "two-layers", tmp_path)
-    out = conv.convert(src, tmp_path / "out")
-    with pytest.raises(ConversionError, match="not empty.*--overwrite"):
-        conv.convert(src, out)
-    conv.convert(src, out, overwrite=True)
-    for output in (src, tmp_path):
-        with pytest.raises(ConversionError, match="would replace the input folder"):
-            conv.convert(src, output, overwrite=True)
-    assert (src / "model.ckpt.index").is_file()
+def test_output_folder_rules(tf_written, tmp_path):
+    src, _, _ = copy_of(tf_written, "two-layers", tmp_path / "in")
+    assert_output_folder_rules(
+        lambda output, **options: conv.convert(src, output, **options),
+        src,
+        tmp_path,
+        break_source=lambda: _truncate(src / DATA, 0.99),
+        error="is truncated",
+        replaces="would replace the input folder",
+    )
 
 
 # ------------------------------------------------------------------------------- bad inputs
@@ -596,63 +553,25 @@ def _bad_input(name, tf_written, tmp_path) -> tuple[str, list[str]]:
     return str(changed if isinstance(changed, Path) else folder), words
 
 
-def _assert_clean_failure(rc, stderr, words, workdir):
-    assert rc != 0
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    leftovers = [p.name for p in workdir.iterdir() if p.name.startswith((".out", "out"))]
-    assert leftovers == [], leftovers
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
-def test_bad_input(name, conv, tf_written, tmp_path, capfd):
+def test_bad_input(name, tf_written, tmp_path, capfd):
     if name == "corrupt-data" and tf_checkpoint.fast_crc32c() is None:
         pytest.skip("tensor checksums need google-crc32c (the tf-checkpoint extra)")
     source, words = _bad_input(name, tf_written, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    capfd.readouterr()
-    verbosity = transformers.logging.get_verbosity()
-    rc = conv.run_cli(conv.main, ["--input", source, "--output", str(workdir / "out")])
-    captured = capfd.readouterr()
-    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
-    _assert_clean_failure(rc, captured.err, words, workdir)
+    assert_main_fails_cleanly("convert_openai_gpt2", ["--input", source], words, tmp_path, capfd)
 
 
 def test_bad_input_cli(tf_written, tmp_path):
     """The same, as a real process: no library warnings or tracebacks on stderr either."""
     source, words = _bad_input("truncated-data", tf_written, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    result = cli("--input", source, "--output", workdir / "out" / "deeper")
-    _assert_clean_failure(result.returncode, result.stderr, words, workdir)
-    assert result.stdout == ""
+    assert_process_fails_cleanly("convert_openai_gpt2", ["--input", source], words, tmp_path)
 
 
-def test_failed_overwrite_keeps_the_old_output(conv, tf_written, tmp_path):
+@pytest.mark.parametrize(("option", "value", "words"), BAD_OPTIONS)
+def test_bad_options(option, value, words, tf_written, tmp_path):
     src, _, _ = copy_of(tf_written, "two-layers", tmp_path)
-    out = conv.convert(src, tmp_path / "out")
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    _truncate(src / DATA, 0.99)
-    with pytest.raises(ConversionError, match="is truncated"):
-        conv.convert(src, out, overwrite=True)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "two-layers"]
-
-
-@pytest.mark.parametrize(
-    ("option", "value", "words"),
-    [("max_shard_size", "5XB", ["max_shard_size", "5XB"]), ("dtype", "int8", ["dtype", "int8", "bfloat16"])],
-)
-def test_bad_options(option, value, words, conv, tf_written, tmp_path):
-    src, _, _ = copy_of(tf_written, "two-layers", tmp_path)
-    with pytest.raises(ConversionError) as info:
-        conv.convert(src, tmp_path / "out", **{option: value})
-    assert all(w in str(info.value) for w in words)
-    assert not (tmp_path / "out").exists()
+    convert = lambda output, **options: conv.convert(src, output, **options)  # noqa: E731
+    assert_bad_option_refused(convert, option, value, words, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------- the reader

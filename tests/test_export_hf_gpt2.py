@@ -2,44 +2,35 @@
 `transformers` (without this package, without remote code) must load and run to the same logits.
 What GPT-2 cannot express, and bad inputs, must fail with one `error:` line and leave no output."""
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from book_gpt import random_book_model
+from conftest import (
+    BAD_OPTIONS,
+    assert_bad_option_refused,
+    assert_close,
+    assert_fresh_python_says_ok,
+    assert_main_fails_cleanly,
+    assert_process_fails_cleanly,
+    book_model,
+    broken_copy,
+    convert_sharded_bfloat16,
+)
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM, GPTScratchForSequenceClassification
-from modeling_gpt_scratch.convert_utils import ConversionError
+from modeling_gpt_scratch.cli import CLIError
+from modeling_gpt_scratch.conversion import book as book_converter
+from modeling_gpt_scratch.conversion import export_gpt2 as export
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "conversion" / "export_hf_gpt2.py"
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def export():
-    return _load("export_hf_gpt2", SCRIPT)
 
 
 def ours(model_class=GPTScratchForCausalLM, **kwargs):
@@ -53,24 +44,6 @@ def ours(model_class=GPTScratchForCausalLM, **kwargs):
         for param in model.parameters():
             param.add_(0.1 * torch.randn_like(param))
     return model.eval()
-
-
-def cli(*args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-    )
-
-
-def assert_close(got, expected, tol=1e-4):
-    assert got.shape == expected.shape
-    diff = (got - expected).abs().max().item()
-    assert diff <= tol, diff
 
 
 def assert_plain_gpt2_folder(out):
@@ -96,7 +69,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_exported_gpt2_matches(name, export, tmp_path):
+def test_exported_gpt2_matches(name, tmp_path):
     config, save = CASES[name]
     src = ours(**config)
     src.save_pretrained(tmp_path / "ours", **save)
@@ -125,7 +98,7 @@ def test_exported_gpt2_matches(name, export, tmp_path):
     assert gpt2.generate(prompt, **kwargs).tolist() == src.generate(prompt, **kwargs).tolist()
 
 
-def test_plain_transformers_loads_it(export, tmp_path):
+def test_plain_transformers_loads_it(tmp_path):
     """A fresh process where `import modeling_gpt_scratch` fails loads the folder with GPT2LMHeadModel and
     AutoModelForCausalLM, without trust_remote_code: the untied head stays untied, logits and greedy
     tokens are ours, and the tokenizer came along."""
@@ -168,21 +141,16 @@ for cls in (GPT2LMHeadModel, AutoModelForCausalLM):
 assert "transformers_modules" not in str(sys.modules.keys())
 print("ok")
 """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert_fresh_python_says_ok(code, cwd=tmp_path)
 
 
-def test_book_checkpoint_to_gpt2(export, tmp_path):
+def test_book_checkpoint_to_gpt2(tmp_path):
     """The whole road: the book's model.pth -> our folder -> GPT-2, with the book model's logits."""
     cfg = {"vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
     cfg.update(drop_rate=0.1, qkv_bias=False)
-    book = random_book_model(cfg)
+    book = book_model(cfg)
     torch.save(book.state_dict(), tmp_path / "model.pth")
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    book_converter = _load("convert_book_checkpoint", REPO / "conversion" / "convert_book_checkpoint.py")
     book_converter.convert(tmp_path / "model.pth", tmp_path / "ours", config=tmp_path / "cfg.json")
     out = export.convert(tmp_path / "ours", tmp_path / "gpt2")
     gpt2 = GPT2LMHeadModel.from_pretrained(out)
@@ -195,19 +163,7 @@ def test_cli_bfloat16_sharded(tmp_path):
     src = ours(emb_dim=64, n_heads=4, tie_word_embeddings=False)
     src.save_pretrained(tmp_path / "ours")
     out = tmp_path / "nested" / "out"
-    result = cli(
-        "--input", tmp_path / "ours", "--output", out, "--dtype", "bfloat16", "--max_shard_size", "40KB"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr and f"-> {out}" in result.stdout
-
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    shards = sorted(set(index["weight_map"].values()))
-    assert len(shards) > 1 and not (out / "model.safetensors").exists()
-    tensors = {}
-    for shard in shards:
-        tensors.update(load_file(out / shard))
-    assert all(t.dtype == torch.bfloat16 for t in tensors.values())
+    tensors = convert_sharded_bfloat16("export_hf_gpt2", tmp_path / "ours", out, "40KB")
     d = 64  # K is the middle third of GPT-2's fused c_attn, in Conv1D's [in, out] layout
     k = src.model.trf_blocks[1].att.W_key.weight
     assert torch.equal(tensors["transformer.h.1.attn.c_attn.weight"][:, d : 2 * d], k.T.to(torch.bfloat16))
@@ -244,7 +200,7 @@ def classifier_inputs():
 
 
 @pytest.mark.parametrize("bias", ["zero", "folded"])
-def test_classifier_export(bias, export, tmp_path):
+def test_classifier_export(bias, tmp_path):
     src = classifier(bias)
     src.save_pretrained(tmp_path / "ours")
     out = export.convert(tmp_path / "ours", tmp_path / "out", fold_score_bias=bias == "folded")
@@ -262,16 +218,26 @@ def test_classifier_export(bias, export, tmp_path):
             assert_close(gpt2(x).logits, src(x).logits)
 
 
-def test_classifier_with_bias_needs_folding(export, tmp_path):
+def test_classifier_with_bias_needs_folding(tmp_path):
     """GPT-2's classifier head has no bias: a non-zero bias is an error that says so, unless folded;
     a bias that cannot be folded is an error even then."""
     classifier("random").save_pretrained(tmp_path / "ours")
-    with pytest.raises(ConversionError, match=r"`score.bias` is not zero.*no bias.*--fold_score_bias"):
+    with pytest.raises(CLIError, match=r"`score.bias` is not zero.*no bias.*--fold_score_bias"):
         export.convert(tmp_path / "ours", tmp_path / "out")
     classifier("rank-deficient").save_pretrained(tmp_path / "bad")
-    with pytest.raises(ConversionError, match="cannot be folded.*not independent"):
+    with pytest.raises(CLIError, match="cannot be folded.*not independent"):
         export.convert(tmp_path / "bad", tmp_path / "out", fold_score_bias=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ours"]
+
+
+def test_book_pooling_classifier_is_refused(tmp_path):
+    """A converted chapter 6 classifier reads the last position of padded text; GPT-2 cannot."""
+    model = classifier("zero")
+    model.config.classifier_pooling, model.config.classifier_padded_length = "last_position", 12
+    model.save_pretrained(tmp_path / "ours")
+    with pytest.raises(CLIError, match="classifier_pooling='last_position'.*padded to 12 tokens.*GPT-2"):
+        export.convert(tmp_path / "ours", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------- bad inputs
@@ -351,52 +317,27 @@ BAD_INPUTS = {
 }
 
 
-def _bad_input(name, good_src, tmp_path):
-    source, words = BAD_INPUTS[name]
-    if isinstance(source, str):
-        return source, words
-    folder = tmp_path / "ours"
-    shutil.copytree(good_src, folder)
-    source(folder)
-    return str(folder), words
-
-
-def _assert_clean_failure(rc, stderr, words, workdir):
-    assert rc != 0
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert list(workdir.iterdir()) == []  # no output, no temporary folder
-
-
 @pytest.mark.parametrize("name", BAD_INPUTS)
-def test_bad_input(name, export, good_src, tmp_path, capfd):
-    source, words = _bad_input(name, good_src, tmp_path)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    capfd.readouterr()
-    verbosity = transformers.logging.get_verbosity()
-    rc = export.run_cli(export.main, ["--input", source, "--output", str(workdir / "out")])
-    assert transformers.logging.get_verbosity() == verbosity  # main() restores the library's logging
-    _assert_clean_failure(rc, capfd.readouterr().err, words, workdir)
+def test_bad_input(name, good_src, tmp_path, capfd):
+    source, words = broken_copy(BAD_INPUTS[name], good_src, tmp_path / "ours")
+    assert_main_fails_cleanly("export_hf_gpt2", ["--input", source], words, tmp_path, capfd)
 
 
 def test_bad_input_cli(tmp_path):
     """A real process: one line on stderr for a classifier GPT-2 cannot express, nothing else."""
     classifier("random").save_pretrained(tmp_path / "ours")
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    result = cli("--input", tmp_path / "ours", "--output", workdir / "out")
-    _assert_clean_failure(
-        result.returncode, result.stderr, ["`score.bias` is not zero", "--fold_score_bias"], workdir
-    )
-    assert result.stdout == ""
+    words = ["`score.bias` is not zero", "--fold_score_bias"]
+    assert_process_fails_cleanly("export_hf_gpt2", ["--input", tmp_path / "ours"], words, tmp_path)
 
 
-def test_output_may_not_replace_the_input(export, good_src, tmp_path):
+def test_output_may_not_replace_the_input(good_src, tmp_path):
     for output in (good_src, good_src.parent):
-        with pytest.raises(ConversionError, match="would replace the input folder"):
+        with pytest.raises(CLIError, match="would replace the input folder"):
             export.convert(good_src, output, overwrite=True)
     assert (good_src / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("option", "value", "words"), BAD_OPTIONS)
+def test_bad_options(option, value, words, good_src, tmp_path):
+    convert = lambda output, **options: export.convert(good_src, output, **options)  # noqa: E731
+    assert_bad_option_refused(convert, option, value, words, tmp_path / "out")

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, run_script
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM, GPTScratchModel, hub
-from modeling_gpt_scratch.convert_utils import run_cli
+from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

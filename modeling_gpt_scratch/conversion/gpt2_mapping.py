@@ -9,10 +9,10 @@ GPT-2 keeps attention and MLP weights in `Conv1D` as `[in, out]` with Q, K and V
 import torch
 from transformers import GPT2Config
 
-from .configuration_gpt_scratch import GPTScratchConfig
+from ..configuration_gpt_scratch import GPTScratchConfig
 
 # Per block: ours -> (GPT-2 name, transpose?) for everything except the fused Q/K/V.
-_BLOCK_MAP = {
+BLOCK_MAP = {
     "norm1.scale": ("ln_1.weight", False),
     "norm1.shift": ("ln_1.bias", False),
     "att.out_proj.weight": ("attn.c_proj.weight", True),
@@ -24,6 +24,8 @@ _BLOCK_MAP = {
     "ff.layers.2.weight": ("mlp.c_proj.weight", True),
     "ff.layers.2.bias": ("mlp.c_proj.bias", False),
 }
+# The same read the other way: GPT-2 name -> (ours, transpose?).
+BLOCK_MAP_FROM_GPT2 = {gpt2: (ours, transpose) for ours, (gpt2, transpose) in BLOCK_MAP.items()}
 
 
 def config_from_gpt2(gpt2_config: GPT2Config, **overrides) -> GPTScratchConfig:
@@ -136,7 +138,7 @@ def gpt2_to_scratch_state_dict(gpt2_state_dict, config: GPTScratchConfig, prefix
                     f"GPT-2 tensor `{src}attn.c_attn.bias` is not zero but the config has qkv_bias=False; "
                     "convert with qkv_bias=True."
                 )
-        for ours, (theirs, transpose) in _BLOCK_MAP.items():
+        for ours, (theirs, transpose) in BLOCK_MAP.items():
             tensor = take(src + theirs, shapes[theirs])
             out[dst + ours] = tensor.T.contiguous() if transpose else tensor
     head = sd.get("lm_head.weight")
@@ -166,7 +168,7 @@ def scratch_to_gpt2_state_dict(state_dict, config: GPTScratchConfig, prefix="mod
         else:
             bs = [torch.zeros(d, dtype=ws[0].dtype, device=ws[0].device)] * 3
         out[dst + "attn.c_attn.bias"] = torch.cat(bs)
-        for ours, (theirs, transpose) in _BLOCK_MAP.items():
+        for ours, (theirs, transpose) in BLOCK_MAP.items():
             tensor = sd[src + ours]
             out[dst + theirs] = tensor.T.contiguous() if transpose else tensor
     out["lm_head.weight"] = sd.get("out_head.weight", sd[f"{prefix}tok_emb.weight"])

@@ -10,7 +10,7 @@ A checkpoint written by `tf.compat.v1.train.Saver` (as OpenAI's GPT-2 release wa
 - `model.ckpt.meta` (the graph) and the `checkpoint` file (which prefix is the latest) are not
   needed to read the tensors.
 
-    from modeling_gpt_scratch.tf_checkpoint import TFCheckpoint, list_variables, load_checkpoint
+    from modeling_gpt_scratch.conversion.tf_checkpoint import TFCheckpoint, list_variables, load_checkpoint
 
     list_variables("gpt2/124M/model.ckpt")   # [(name, shape), ...] like tf.train.list_variables
     with TFCheckpoint("gpt2/124M/model.ckpt") as ckpt:
