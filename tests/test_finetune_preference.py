@@ -419,3 +419,25 @@ def test_two_processes_train_like_one(data_file, tmp_path):
     assert losses[1] == pytest.approx(losses[0], abs=2e-4)
     margins = [[h["rewards/margins"] for h in log["log_history"] if "rewards/margins" in h] for log in logs]
     assert margins[1] == pytest.approx(margins[0], abs=2e-4)
+
+
+def test_push_to_hub_round_trip(data_file, shared_data, tmp_path):
+    """--push_to_hub against the fake Hub of tests/fake_hub.py: the folder arrives whole, with a card."""
+    from fake_hub import TOKEN, FakeHub
+
+    with FakeHub() as hub:
+        home = tmp_path / "hf_home"
+        env = dict(
+            env_for(tmp_path), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HOME=str(home), HF_TOKEN=TOKEN
+        )
+        env.update(HF_HUB_CACHE=str(home / "hub"), HF_HUB_DISABLE_PROGRESS_BARS="1")
+        args = [*SMALL, *QUICK, "--train_file", data_file, "--identical_pairs", "keep", "--max_steps", "1"]
+        args += ["--push_to_hub", "--hub_model_id", "tester/dpo", "--output_dir", tmp_path / "out"]
+        args += ["--tokenizer_name", shared_data / "gpt2_tokenizer" / "hf"]  # the fake Hub has no GPT-2
+        out = ok(run_script(SCRIPT, *args, env=env))
+        assert "Pushed" in out
+        files = hub.files("tester/dpo")
+        expected = {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "README.md"}
+        assert expected | {"preference-responses.json", "dpo_results.json"} <= set(files)
+        assert "dpo" in files["README.md"].decode()
+        assert files["chat_template.jinja"].decode() == (tmp_path / "out" / "chat_template.jinja").read_text()
