@@ -117,7 +117,6 @@ def check_preference_records(records, source: str, identical: str = "error") -> 
                 **entry,
                 "instruction": instruction,
                 "input": entry.get("input") or "",
-                "chosen": entry["chosen"],
             }
         )
     return checked
