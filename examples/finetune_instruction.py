@@ -254,6 +254,9 @@ def main(argv=None):
     from modeling_gpt_scratch.instruction import InstructionCollator, InstructionDataset, add_lora, split_data
 
     tokenizer = load_tokenizer_for(model_args)
+    from modeling_gpt_scratch.instruction import add_chat_template  # the book's prompt, for chat
+
+    add_chat_template(tokenizer)
     set_seed(training_args.seed)
     model = build_model(model_args, training_args)
     context_length = model.config.max_position_embeddings

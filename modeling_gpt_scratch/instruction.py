@@ -312,6 +312,40 @@ def add_lora(
     return init_lora_like_book(model, seed) if style == "book" else model
 
 
+# ------------------------------------------------------------------------------------------- chat
+# The book's Alpaca prompt as a chat template, so `pipeline("text-generation")` with messages,
+# `transformers chat` and OpenAI-style servers talk to an instruction-tuned folder the way the book
+# prompts it. One user message renders exactly `format_input({"instruction": content, "input": ""})`
+# and, with add_generation_prompt, the response header the model was trained to answer after. A system
+# message replaces the preamble ("Below is an instruction ..."). Later turns repeat the
+# "### Instruction:" / "### Response:" blocks; the book trained on single turns only, so answers to
+# later turns are the model's best guess, not something it learned.
+ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_CHAT_TEMPLATE = (
+    "{%- set preamble = '" + ALPACA_PREAMBLE + "' -%}"
+    "{%- set turns = messages -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set preamble = messages[0]['content'] -%}{%- set turns = messages[1:] -%}"
+    "{%- endif -%}"
+    "{{- preamble -}}"
+    "{%- for message in turns -%}"
+    "{%- if message['role'] == 'user' -%}{{- '\n\n### Instruction:\n' + message['content'] -}}"
+    "{%- elif message['role'] == 'assistant' -%}{{- '\n\n### Response:\n' + message['content'] -}}"
+    "{%- else -%}{{- raise_exception('the Alpaca chat template takes system, user and assistant "
+    "messages, not ' + message['role']) -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '\n\n### Response:\n' -}}{%- endif -%}"
+)
+
+
+def add_chat_template(tokenizer, template: str = ALPACA_CHAT_TEMPLATE):
+    """`tokenizer` with the book's Alpaca chat template (saved with it by `save_pretrained`); returned
+    for chaining. Replaces any template it had."""
+    tokenizer.chat_template = template
+    return tokenizer
+
+
 __all__ = [
     "INSTRUCTION_DATA_URL",
     "PAD_TOKEN_ID",
@@ -333,4 +367,7 @@ __all__ = [
     "peft_lora_alpha",
     "init_lora_like_book",
     "add_lora",
+    "ALPACA_PREAMBLE",
+    "ALPACA_CHAT_TEMPLATE",
+    "add_chat_template",
 ]
