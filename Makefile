@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-TEST_EXTRAS ?= dev,test-tf,serve
+TEST_EXTRAS ?= dev,test-tf,serve,trl
 # The book's own code, the reference in tests. Its package pins numpy<2.1 and pulls full TensorFlow and
 # JupyterLab; the modules the tests import need only torch, tiktoken, numpy, pandas and matplotlib.
 BOOK_CODE := llms-from-scratch==1.0.19
