@@ -21,7 +21,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCK = re.compile(r"(?P<mark><!-- readme-test: compile-only -->\n)?```(?P<lang>\w+)\n(?P<body>.*?)```", re.S)
 SCRIPT_DIRS = ("examples/", "conversion/", "benchmarks/")
 # Programs the README tells users to run that are not ours (and need what a fresh clone has not).
-FOREIGN = {"ollama", "pip", "git", "cd", "export", "hf", "curl", "vllm", "python3 -m", "transformers"}
+FOREIGN = {"ollama", "pip", "git", "cd", "export", "hf", "curl", "vllm", "echo", "python3 -m", "transformers"}
 
 
 def blocks(lang):
