@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .cli import CLIError
+
 THE_VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
 )
@@ -33,8 +35,8 @@ THE_VERDICT_CHARS = 20479  # the book's len(raw_text)
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 
-class DataError(ValueError):
-    """Input data that cannot be used; the message says what to do."""
+class DataError(CLIError, ValueError):
+    """Input data that cannot be used; the message says what to do (a `CLIError`: one `error:` line)."""
 
 
 def default_cache_dir() -> Path:

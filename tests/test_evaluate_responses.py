@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.instruction import judge_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,19 +152,18 @@ def test_ollama_scores_retries_and_counts(script, ollama, tmp_path, capsys):
 
 def test_ollama_unknown_model_stops_with_one_line(script, ollama, tmp_path, capsys):
     ollama.status = 404
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", ollama.url])
-    assert exit_info.value.code == 2
+    assert (
+        run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", ollama.url])
+        == 1
+    )
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("evaluate_responses.py: error: ") and "404" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "404" in lines[0]
     assert "not found" in lines[0]
 
 
 def test_no_server_stops_with_a_hint(script, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", "http://127.0.0.1:9",
-                     "--retries", "1", "--retry_delay", "0", "--timeout", "2"])  # fmt: skip
-    assert exit_info.value.code == 2
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", "http://127.0.0.1:9",
+                 "--retries", "1", "--retry_delay", "0", "--timeout", "2"]) == 1  # fmt: skip
     lines = capsys.readouterr().err.strip().splitlines()
     assert (
         len(lines) == 1
@@ -173,10 +173,8 @@ def test_no_server_stops_with_a_hint(script, tmp_path, capsys):
 
 
 def test_nothing_scored_is_exit_1(script, ollama, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["broken", "chatty"])), "--ollama_url", ollama.url,
-                     "--retries", "0"])  # fmt: skip
-    assert exit_info.value.code == 1
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["broken", "chatty"])), "--ollama_url", ollama.url,
+                 "--retries", "0"]) == 1  # fmt: skip
     captured = capsys.readouterr()
     assert "Number of scores: 0 of 2" in captured.out and "Average score" not in captured.out
     assert "HTTP 500" in captured.err
@@ -209,10 +207,8 @@ def test_local_judge_runs_a_model_folder(script, tmp_path, capsys):
     GPTScratchForCausalLM(config).save_pretrained(tmp_path / "judge")
     load_tokenizer().save_pretrained(tmp_path / "judge")
     out = tmp_path / "scored.json"
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--output_file", str(out),
-                     "--judge", "local", "--judge_model", str(tmp_path / "judge"), "--max_new_tokens", "3"])  # fmt: skip
-    assert exit_info.value.code == 1
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--output_file", str(out),
+                 "--judge", "local", "--judge_model", str(tmp_path / "judge"), "--max_new_tokens", "3"]) == 1  # fmt: skip
     assert "Answers that are not a score: 1" in capsys.readouterr().out
     answer = json.loads(out.read_text())[0]["judge_answer"]
     assert isinstance(answer, str) and answer
@@ -221,7 +217,5 @@ def test_local_judge_runs_a_model_folder(script, tmp_path, capsys):
 def test_bad_input_file(script, tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([entry("x"), {"instruction": "a", "output": "b"}]))
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(path)])
-    assert exit_info.value.code == 2
+    assert run_cli(script.main, ["--input_file", str(path)]) == 1
     assert 'entry 1 has no "model_response" key' in capsys.readouterr().err

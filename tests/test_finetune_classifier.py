@@ -24,6 +24,7 @@ from modeling_gpt_scratch.classification import (
     read_sms_spam,
     sms_spam_path,
 )
+from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.data import DataError
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
@@ -299,13 +300,9 @@ def test_lora_saves_adapter_and_merged_model(env, base_lm, tmp_path):
 
 # -------------------------------------------------------------------------------------------- errors
 def fails(example, capsys, argv, message):
-    try:
-        code = example.main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    assert code == 2
+    assert run_cli(example.main, [str(a) for a in argv]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("finetune_classifier.py: error: "), err
+    assert len(err) == 1 and err[0].startswith("error: "), err
     assert message in err[0], err[0]
 
 
@@ -345,8 +342,8 @@ def test_offline_without_the_sms_file_says_where_to_put_it(env, tmp_path):
         "--output_dir",
         tmp_path / "o",
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_classifier.py: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert str(tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection") in lines[0]
     assert "offline" in lines[0] and "--train_file" in lines[0]

@@ -17,6 +17,7 @@ from conftest import REPO, ok, run_script
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.instruction import (
     InstructionCollator,
     InstructionDataset,
@@ -246,20 +247,18 @@ def test_malformed_json_fails_cleanly(env, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]')
     result = run(env, *SMALL, "--train_file", bad, "--output_dir", tmp_path / "out")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_instruction.py: error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "not valid JSON" in lines[0] and "line 2" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
 def error_of(script, capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main([str(a) for a in argv])
-    assert exit_info.value.code == 2
+    assert run_cli(script.main, [str(a) for a in argv]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_instruction.py: error: "), lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0]
 
 
