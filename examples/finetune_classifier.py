@@ -241,9 +241,10 @@ def build_model(margs, names):
         )
     if margs.config_name:
         return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-    return load_pretrained(
+    return load_pretrained(  # quiet: the new head's missing weights are expected
         AutoModelForSequenceClassification,
         margs.model_name_or_path,
+        quiet=True,
         dtype=torch.float32,
         ignore_mismatched_sizes=True,
         **labels,
@@ -327,6 +328,8 @@ def parse(argv):
     check_number("--learning_rate", targs.learning_rate, above=0)
     check_number("--weight_decay", targs.weight_decay, at_least=0)
     check_number("--num_train_epochs", targs.num_train_epochs, above=0)
+    if not torch.cuda.is_available():
+        targs.dataloader_pin_memory = False  # nothing to pin for
     if not targs.resume_from_checkpoint:  # a resumed run goes on in the folder of its checkpoints
         inputs = [margs.model_name_or_path, data.train_file, data.validation_file, data.test_file]
         check_output_dir(targs.output_dir, targs.overwrite_output_dir, inputs=inputs)

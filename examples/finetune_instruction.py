@@ -147,6 +147,8 @@ def parse_args(argv=None):
     check_number("--learning_rate", training_args.learning_rate, above=0)
     check_number("--weight_decay", training_args.weight_decay, at_least=0)
     check_number("--num_train_epochs", training_args.num_train_epochs, above=0)
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for
     inputs = [model_args.model_name_or_path, data_args.train_file]
     check_output_dir(training_args.output_dir, model_args.overwrite_output_dir, inputs=inputs)
     return model_args, data_args, training_args

@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -229,6 +230,14 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# Warnings a user of the scripts cannot act on: peft asks a deprecated property of every model it wraps,
+# and torch warns at each DataLoader iterator that pin_memory has no accelerator to pin for.
+QUIET_WARNINGS = (
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    (UserWarning, r".*'pin_memory' argument is set as true but no accelerator is found"),
+)
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
     """Run `main(argv)` and return an exit status for `sys.exit`.
 
@@ -238,8 +247,11 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     bug in the script and keeps its traceback. An int that `main` returns is the status. In a
     distributed run only the first process prints the error (every process stops with it).
     """
+    previous = None
     with contextlib.suppress(ValueError):  # not in the main thread (e.g. a test calling main)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     try:
         code = main(argv)
     except (CLIError, OSError) as e:
@@ -248,8 +260,11 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         return EXIT_ERROR
     except KeyboardInterrupt:
         if rank() == 0:
-            print("\nerror: interrupted; no output was written.", file=sys.stderr, flush=True)
+            print("error: interrupted; no output was written.", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+from transformers.utils import logging as hf_logging
 
 from .cli import CLIError
 from .configuration_gpt_scratch import PRESETS, GPTScratchConfig
@@ -142,9 +143,15 @@ def load_tokenizer_for(tokenizer_name: str | None = None, model_name_or_path: st
 
 
 # ------------------------------------------------------------------------------------------ models
-def load_pretrained(auto_class, source: str, **kwargs):
-    """`auto_class.from_pretrained(source, **kwargs)`; a failure is one line naming the folder."""
+def load_pretrained(auto_class, source: str, quiet: bool = False, **kwargs):
+    """`auto_class.from_pretrained(source, **kwargs)`; a failure is one line naming the folder. With
+    `quiet`, transformers' load report is not printed (a new head's missing weights are expected)."""
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
     try:
         return auto_class.from_pretrained(source, **kwargs)
     except Exception as error:  # a broken folder fails in many ways; the first line says which
         raise CLIError(f"cannot load a model from {source!r}: {describe(error)}") from error
+    finally:
+        hf_logging.set_verbosity(level)

@@ -1,9 +1,11 @@
-"""Shared fixtures: the public data in ../shared (see ../shared/data/README.md), tiny models, and
-writable caches so tests never touch the user's Hub or datasets cache."""
+"""Shared fixtures and helpers: the public data in ../shared (see ../shared/data/README.md), tiny
+models, writable caches so tests never touch the user's Hub or datasets cache, and the checks every
+script's test makes (a script run as a user runs it; a clean failure: one `error:` line, status 1)."""
 
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
 import subprocess
 import sys
@@ -42,6 +44,35 @@ def serve_folder(folder):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def load_example(name: str):
+    """examples/<name>.py as a module, so that its functions and error paths run in this process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fails_cleanly(result, message):
+    """A script that stopped on bad input: status 1, one `error: ...` line on stderr that holds
+    `message`, no traceback. Returns the line."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    return lines[0]
+
+
+def cli_error(main, argv, capsys) -> str:
+    """`run_cli(main, argv)` in this process ends with status 1 and one `error:` line; returns it."""
+    from modeling_gpt_scratch.cli import run_cli
+
+    capsys.readouterr()
+    assert run_cli(main, [str(a) for a in argv]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
 
 
 def ok(result):

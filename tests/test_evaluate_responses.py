@@ -1,7 +1,6 @@
 """examples/evaluate_responses.py against small HTTP servers on 127.0.0.1 that speak Ollama's /api/chat
 (streamed NDJSON, as the book reads it) and the OpenAI chat-completions API, and against a local model."""
 
-import importlib.util
 import json
 import threading
 import time
@@ -9,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import cli_error, load_example
 
 from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.instruction import judge_prompt
@@ -19,10 +19,7 @@ SCRIPT = REPO / "examples" / "evaluate_responses.py"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_responses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("evaluate_responses")
 
 
 def entry(response):
@@ -32,7 +29,8 @@ def entry(response):
 class FakeJudge:
     """A server whose answer depends on the model response inside the prompt:
     "score N" -> N; "chatty" -> words; "flaky" -> HTTP 500 once, then 70; "broken" -> 500 always;
-    "slow" -> answers after 1 s (past the client's timeout)."""
+    "slow" -> answers after 1 s (past the client's timeout); "trickle" -> blank lines, a few a second,
+    for 4 s; "null" -> an answer whose content is null, "number" -> one whose content is the number 7."""
 
     def __init__(self, openai=False):
         self.requests = []
@@ -51,6 +49,14 @@ class FakeJudge:
                 judge.calls[kind] = judge.calls.get(kind, 0) + 1
                 if kind == "slow":
                     time.sleep(1.0)
+                if kind == "trickle":
+                    self.send_response(200)
+                    self.end_headers()
+                    for _ in range(20):
+                        self.wfile.write(b"\n")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return
                 if kind == "broken" or (kind == "flaky" and judge.calls[kind] == 1):
                     self.send_response(500)
                     self.end_headers()
@@ -61,7 +67,8 @@ class FakeJudge:
                     self.end_headers()
                     self.wfile.write(b'{"error": "model \\"llama3\\" not found, try pulling it first"}')
                     return
-                answer = {"flaky": "70", "chatty": "This response is quite good!"}.get(kind, kind.split()[-1])
+                answers = {"flaky": "70", "chatty": "This response is quite good!", "null": None, "number": 7}
+                answer = answers.get(kind, kind.split()[-1])
                 self.send_response(200)
                 if openai:
                     payload = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
@@ -73,7 +80,8 @@ class FakeJudge:
                     return
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
-                for i, part in enumerate([answer[:1], answer[1:], ""]):  # streamed a piece at a time
+                parts = [answer[:1], answer[1:], ""] if isinstance(answer, str) else [answer, "", ""]
+                for i, part in enumerate(parts):  # streamed a piece at a time
                     line = {
                         "model": body["model"],
                         "message": {"role": "assistant", "content": part},
@@ -219,3 +227,31 @@ def test_bad_input_file(script, tmp_path, capsys):
     path.write_text(json.dumps([entry("x"), {"instruction": "a", "output": "b"}]))
     assert run_cli(script.main, ["--input_file", str(path)]) == 1
     assert 'entry 1 has no "model_response" key' in capsys.readouterr().err
+
+
+def test_a_trickling_server_meets_the_deadline_and_odd_answers_are_counted(script, ollama, tmp_path, capsys):
+    """Blank lines that never end an answer stop at --timeout (for the whole answer), and answers whose
+    content is null or a number are "not a score" (7 is read as the text "7"), with nothing lost."""
+    out = tmp_path / "scored.json"
+    start = time.monotonic()
+    code = run_cli(script.main, ["--input_file", str(write(tmp_path, ["trickle", "null", "number", "score 9"])),
+                                 "--output_file", str(out), "--ollama_url", ollama.url, "--timeout", "1",
+                                 "--retries", "0"])  # fmt: skip
+    assert code == 0 and time.monotonic() - start < 4
+    assert [e["score"] for e in json.loads(out.read_text())] == [None, None, 7, 9]
+    assert "Number of scores: 2 of 4" in capsys.readouterr().out
+
+
+def test_the_input_file_is_never_the_output(script, tmp_path, capsys):
+    path = write(tmp_path, ["score 5"])
+    before = path.read_text()
+    assert "is the input file" in cli_error(
+        script.main, ["--input_file", path, "--output_file", path], capsys
+    )
+    assert "does not exist" in cli_error(
+        script.main, ["--input_file", path, "--output_file", tmp_path / "no" / "x.json"], capsys
+    )
+    assert "--max_entries must be at least 1" in cli_error(
+        script.main, ["--input_file", path, "--max_entries", -1], capsys
+    )
+    assert path.read_text() == before

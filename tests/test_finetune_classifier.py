@@ -3,7 +3,6 @@ book's SMS preparation against pandas, the train modes, LoRA saving, gradient ac
 Trainer, an end-to-end run loaded by `pipeline`, and one-line errors."""
 
 import csv
-import importlib.util
 import json
 import os
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script, serve_folder
+from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script, serve_folder
 from transformers import AutoModelForSequenceClassification
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
@@ -24,7 +23,6 @@ from modeling_gpt_scratch.classification import (
     read_sms_spam,
     sms_spam_path,
 )
-from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.data import DataError
 from modeling_gpt_scratch.tokenization import load_tokenizer
 
@@ -34,19 +32,12 @@ SMALL = dict(emb_dim=32, n_layers=2, n_heads=2, context_length=64, drop_rate=0.0
 QUIET = ["--disable_tqdm", "true", "--use_cpu", "--report_to", "none"]
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def example():
-    return load_example()
+    return load_example("finetune_classifier")
 
 
 @pytest.fixture(scope="module")
@@ -300,10 +291,8 @@ def test_lora_saves_adapter_and_merged_model(env, base_lm, tmp_path):
 
 # -------------------------------------------------------------------------------------------- errors
 def fails(example, capsys, argv, message):
-    assert run_cli(example.main, [str(a) for a in argv]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    assert message in err[0], err[0]
+    line = cli_error(example.main, argv, capsys)
+    assert message in line, line
 
 
 def test_bad_input_is_one_line_before_training(example, capsys, tmp_path, env, monkeypatch):
@@ -342,8 +331,5 @@ def test_offline_without_the_sms_file_says_where_to_put_it(env, tmp_path):
         "--output_dir",
         tmp_path / "o",
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert str(tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection") in lines[0]
-    assert "offline" in lines[0] and "--train_file" in lines[0]
+    line = fails_cleanly(result, str(tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection"))
+    assert "offline" in line and "--train_file" in line

@@ -2,7 +2,6 @@
 the loss the Trainer computes from them, LoRA merging, and examples/finetune_instruction.py run as a user
 runs it, on a 1.6M-parameter GPT and the book's instruction-data.json from ../shared/data."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, ok, run_script
+from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
-from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.instruction import (
     InstructionCollator,
     InstructionDataset,
@@ -61,10 +59,7 @@ def small_model(seed=0):
 @pytest.fixture(scope="module")
 def script():
     """examples/finetune_instruction.py as a module, so its error paths run in this process (fast)."""
-    spec = importlib.util.spec_from_file_location("finetune_instruction", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("finetune_instruction")
 
 
 # --------------------------------------------------------------------------------- the book's pieces
@@ -246,20 +241,15 @@ def test_full_finetuning_learns(env, data_file, tmp_path):
 def test_malformed_json_fails_cleanly(env, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]')
-    result = run(env, *SMALL, "--train_file", bad, "--output_dir", tmp_path / "out")
-    assert result.returncode == 1
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "not valid JSON" in lines[0] and "line 2" in lines[0]
+    line = fails_cleanly(
+        run(env, *SMALL, "--train_file", bad, "--output_dir", tmp_path / "out"), "not valid JSON"
+    )
+    assert "line 2" in line
     assert not (tmp_path / "out").exists()
 
 
 def error_of(script, capsys, *argv):
-    assert run_cli(script.main, [str(a) for a in argv]) == 1
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+    return cli_error(script.main, argv, capsys)
 
 
 @pytest.mark.parametrize(

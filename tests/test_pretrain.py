@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script, serve_folder
+from conftest import REPO, fails_cleanly, ok, run_script, serve_folder
 from transformers import AutoModelForCausalLM
 
 from modeling_gpt_scratch.data import (
@@ -48,14 +48,6 @@ def env(tmp_path_factory):
 
 def pretrain(env, *args, timeout=300):
     return run_script(PRETRAIN, *args, env=env, timeout=timeout)
-
-
-def fails_cleanly(result, message):
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert lines[0].startswith("error: ")
 
 
 def log_of(folder):
