@@ -68,7 +68,7 @@ BOOK_RECIPE = {
     "max_new_tokens": 50,
     "block_size": None,
 }
-# The small `tiny` preset learns The Verdict's words in about a minute on a laptop CPU with a larger
+# The small `tiny` preset learns The Verdict's words in about 2 minutes on a laptop CPU with a larger
 # step and shorter windows (what `make demo` runs); the book's settings leave it at "of of of".
 SMALL_RECIPE = {
     "learning_rate": 3e-3,

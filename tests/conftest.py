@@ -18,16 +18,30 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script, *args, env, timeout=300):
-    """A project script run as a user runs it: its own Python process, from the repository root."""
+def run_script(script, *args, env, timeout=300, launcher=(sys.executable,)):
+    """A project script run as a user runs it: its own Python process (or `launcher`'s, e.g.
+    torchrun), from the repository root."""
     return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
+        [*launcher, str(script), *map(str, args)],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=timeout,
+    )
+
+
+def start_script(script, *args, env, launcher=(sys.executable,), stderr=subprocess.PIPE):
+    """`run_script` started in the background: the Popen, its stdout a text pipe."""
+    return subprocess.Popen(
+        [*launcher, str(script), *map(str, args)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        encoding="utf-8",
     )
 
 

@@ -323,6 +323,27 @@ def test_bad_input_is_one_line_before_training(example, capsys, tmp_path, env, m
     assert not (tmp_path / "never").exists()
 
 
+def test_the_base_model_and_a_full_folder_are_never_overwritten(example, capsys, base_lm, tmp_path):
+    before = {p.name: p.read_bytes() for p in base_lm.iterdir()}
+    fails(
+        example,
+        capsys,
+        ["--model_name_or_path", base_lm, "--output_dir", base_lm, *QUIET],
+        "is where the input",
+    )
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("keep")
+    fails(
+        example,
+        capsys,
+        ["--model_name_or_path", base_lm, "--output_dir", full, *QUIET],
+        "--overwrite_output_dir",
+    )
+    assert {p.name: p.read_bytes() for p in base_lm.iterdir()} == before
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
 def test_offline_without_the_sms_file_says_where_to_put_it(env, tmp_path):
     result = run_example(
         {**env, "GPT_SCRATCH_CACHE": str(tmp_path / "cache")},

@@ -291,6 +291,18 @@ def test_model_choice_is_required(script, capsys, tmp_path):
     assert "--config_name" in error_of(script, capsys, "--output_dir", tmp_path / "o")
 
 
+def test_the_data_or_a_full_folder_are_never_overwritten(script, capsys, data_file, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.json").write_text(data_file.read_text())
+    line = error_of(script, capsys, *SMALL, "--train_file", data / "train.json", "--output_dir", data)
+    assert "is where the input" in line
+    assert "--overwrite_output_dir" in error_of(
+        script, capsys, *SMALL, "--train_file", data_file, "--output_dir", data
+    )
+    assert [p.name for p in data.iterdir()] == ["train.json"]
+
+
 def test_push_to_hub_uses_the_trainers_push_with_the_merged_model(script, data_file, monkeypatch, tmp_path):
     """--push_to_hub goes through `Trainer.push_to_hub` once, with the tags, after the responses are
     written and LoRA is merged (the Hub itself is tested elsewhere; here the upload is recorded)."""

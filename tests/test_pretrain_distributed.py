@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_script, start_script
 from transformers import AutoModelForCausalLM
 
 import modeling_gpt_scratch  # noqa: F401  (registers the model with the Auto classes)
 
-REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "examples" / "pretrain.py"
 CONFIGS = REPO / "examples" / "accelerate_configs"
 TIMEOUT = 420
@@ -65,15 +65,7 @@ def data(shared_data):
 
 
 def run(env, launcher, *args):
-    result = subprocess.run(
-        [*launcher, str(PRETRAIN), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-    )
+    result = run_script(PRETRAIN, *args, env=env, timeout=TIMEOUT, launcher=launcher)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -250,17 +242,7 @@ def test_multi_node_config_with_two_machines_on_localhost(env, data, reference, 
             "--main_process_port",
             str(port),
         ]
-        procs.append(
-            subprocess.Popen(
-                [*launcher, str(PRETRAIN), *map(str, args)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-            )
-        )
+        procs.append(start_script(PRETRAIN, *args, env=env, launcher=launcher, stderr=subprocess.STDOUT))
     try:
         outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     finally:
