@@ -167,7 +167,7 @@ def lock_output_dir(output: str | os.PathLike, what: str = "a run"):
     """Hold an exclusive lock on `output`/.writer.lock for the rest of the process, so that a second
     run writing into the same folder stops at once. (An advisory `flock`: released when the process
     ends, however it ends.) Returns the open lock file; keep it."""
-    import fcntl
+    import fcntl  # POSIX only: imported here so that the module loads everywhere
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

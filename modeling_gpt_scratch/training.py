@@ -459,6 +459,7 @@ def save_checkpoint(accelerator, model, output_dir, global_step, state: dict, ke
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part (shards, random states)
     if accelerator.is_main_process:
         accelerator.unwrap_model(model, keep_torch_compile=False).config.save_pretrained(tmp)
         write_json(tmp / STATE_FILE, state)  # last: the checkpoint is complete
