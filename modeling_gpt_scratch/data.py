@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .cli import CLIError
+from .tokenization import get_tiktoken_encoding
 
 THE_VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
@@ -194,8 +195,6 @@ def create_dataloader_v1(
 ):
     """The book's loader (chapter 2, used as is in chapter 5), GPT-2's tiktoken encoding by default."""
     if tokenizer is None:
-        from .tokenization import get_tiktoken_encoding
-
         tokenizer = get_tiktoken_encoding()
     dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
     return DataLoader(

@@ -26,6 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData, constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from .cli import ArgumentParser, CLIError, one_line, run_cli
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,8 +57,6 @@ class HubError(CLIError):
 
 
 def check_repo_id(repo_id: str, flag: str | None = None) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
@@ -133,8 +134,6 @@ def model_card(
 ) -> str:
     """README.md for a repo holding `config` (a config.json dict): metadata the Hub indexes, what the
     model is, and a snippet that loads it from `repo_id` and runs it."""
-    from huggingface_hub import ModelCardData
-
     arch, tag, auto = _head(config)
     license = license or BASE_LICENSES.get(base_model or "", DEFAULT_LICENSE)
     all_tags = ["gpt-scratch", "llms-from-scratch"]
@@ -271,8 +270,6 @@ def push_folder(
         raise HubError(f"{folder}/config.json: {one_line(e)}") from e
     files = _files(folder, tuple(ignore_patterns))
     files.update(_code_sources(folder, config, files, check_code, refresh_code))
-
-    from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
         raise HubError("HF_HUB_OFFLINE=1 is set and pushing needs the network: run with HF_HUB_OFFLINE=0.")

@@ -90,6 +90,8 @@ def make_accelerator(*, cpu=False, project_dir, fsdp_on_cpu=True, **kwargs) -> A
     """`Accelerator(...)` for this machine; a bad setting is a `CLIError`. Where no GPU is it says
     cpu=True: `accelerate launch --multi_gpu` and torchrun would otherwise start processes that never
     talk to each other. With `fsdp_on_cpu`, a launcher's FSDP request is honoured on CPU too."""
+    if "tensorboard" in (kwargs.get("log_with") or []):  # tensorboard starts TensorFlow when it is there
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # whose start-up logs tell the user nothing
     has_gpu = torch.cuda.is_available() or (
         hasattr(torch, "accelerator") and torch.accelerator.is_available()
     )

@@ -60,6 +60,17 @@ def serve_folder(folder):
         server.server_close()
 
 
+def script_env(tmp_path_factory, threads: int = 1) -> dict:
+    """The environment a script runs in: offline, UTF-8, unbuffered, its own datasets and modules
+    caches, `threads` OpenMP threads."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
+    env["HF_MODULES_CACHE"] = str(tmp_path_factory.mktemp("hf_modules"))
+    return env
+
+
 def load_example(name: str):
     """examples/<name>.py as a module, so that its functions and error paths run in this process."""
     spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")

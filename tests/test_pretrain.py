@@ -2,14 +2,23 @@
 the book's The Verdict from ../shared/data; and the book's data pipeline (modeling_gpt_scratch.data)."""
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script, serve_folder, start_script
+from conftest import (
+    REPO,
+    cli_error,
+    fails_cleanly,
+    load_example,
+    ok,
+    run_script,
+    script_env,
+    serve_folder,
+    start_script,
+)
 from transformers import AutoModelForCausalLM
 
 from modeling_gpt_scratch import training
@@ -38,10 +47,7 @@ def verdict(shared_data):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
+    env = script_env(tmp_path_factory, threads=2)
     env["GPT_SCRATCH_CACHE"] = str(tmp_path_factory.mktemp("empty_data_cache"))
     return env
 

@@ -6,14 +6,13 @@ Every case asserts the world size it asked for: on CPU some launch flags quietly
 or two that never talk to each other (../shared/docs/facts.md)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_script, start_script
+from conftest import REPO, run_script, script_env, start_script
 from transformers import AutoModelForCausalLM
 
 import modeling_gpt_scratch  # noqa: F401  (registers the model with the Auto classes)
@@ -47,11 +46,7 @@ TRAIN = [
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
-    env["HF_MODULES_CACHE"] = str(tmp_path_factory.mktemp("hf_modules"))
+    env = script_env(tmp_path_factory)
     # Where no GPU is, pretrain.py asks Accelerate for cpu=True itself; this makes it explicit.
     env["ACCELERATE_USE_CPU"] = "1"
     for name in [n for n in env if n.startswith(("ACCELERATE_", "FSDP_")) and n != "ACCELERATE_USE_CPU"]:
