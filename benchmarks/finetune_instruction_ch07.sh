@@ -12,19 +12,14 @@
 # Writes out/sft-ch07-tiny/ (model, losses.json, instruction-data-with-response.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -f ../shared/offline/env.sh ]; then
-  # shellcheck disable=SC1091
-  . ../shared/offline/env.sh
-fi
-DATA=()
-if [ -n "${GPT_SCRATCH_SHARED_DATA:-}" ]; then
-  DATA=(--train_file "$GPT_SCRATCH_SHARED_DATA/instruction/instruction-data.json")
-fi
+# shellcheck source=benchmarks/common.sh
+. benchmarks/common.sh
+shared_train_file instruction/instruction-data.json
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 start=$(date +%s)
 .venv/bin/python examples/finetune_instruction.py --config_name tiny \
   --config_overrides emb_dim=64,n_layers=2,n_heads=4 "${DATA[@]}" \
   --num_train_epochs 2 --learning_rate 1e-3 --lr_scheduler_type linear --weight_decay 0.1 --per_device_train_batch_size 8 \
   --eval_strategy steps --eval_steps 29 --logging_steps 29 --max_new_tokens 32 \
-  --disable_tqdm true --output_dir out/sft-ch07-tiny
+  --disable_tqdm true --output_dir out/sft-ch07-tiny --overwrite_output_dir
 echo "wall time: $(( $(date +%s) - start )) s"

@@ -12,14 +12,9 @@
 # training_log.json; the results kept in benchmarks/ are pretrain_ch05*_loss.png and *_log.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -f ../shared/offline/env.sh ]; then
-  # shellcheck disable=SC1091
-  . ../shared/offline/env.sh
-fi
-DATA=()
-if [ -n "${GPT_SCRATCH_SHARED_DATA:-}" ]; then
-  DATA=(--train_file "$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt")
-fi
+# shellcheck source=benchmarks/common.sh
+. benchmarks/common.sh
+shared_train_file the-verdict/the-verdict.txt
 CLIP_ARGS=(--max_grad_norm 0)
 OUT=out/book-ch05
 if [ "${CLIP:-0}" = 1 ]; then

@@ -18,7 +18,6 @@ entry's score (null when there is none) and the judge's raw answer. Printed at t
 scores and their average, the book's "Number of scores: 110 of 110" / "Average score: 50.32".
 """
 
-import argparse
 import json
 import os
 import re
@@ -28,6 +27,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from modeling_gpt_scratch.cli import ArgumentParser, CLIError, check_number, run_cli, write_json
+from modeling_gpt_scratch.instruction import REQUIRED_KEYS, judge_prompt
+from modeling_gpt_scratch.resolve import load_pretrained, load_tokenizer_for
 
 SCORE = re.compile(r"\s*(?:score\s*[:=]?\s*)?(\d{1,3})(?:\.0+)?\s*(?:/\s*100)?\s*[.!]?\s*", re.IGNORECASE)
 OLLAMA_OPTIONS = {"seed": 123, "temperature": 0, "num_ctx": 2048}  # the book's
@@ -43,11 +49,6 @@ class UnreachableError(JudgeError):
 
 class FatalJudgeError(JudgeError):
     """A mistake that no retry fixes (unknown model, bad key, wrong URL): stop at once."""
-
-
-def fail(message):
-    print(f"evaluate_responses.py: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def parse_score(answer: str):
@@ -100,18 +101,26 @@ class OllamaJudge:
             "options": OLLAMA_OPTIONS,
         }
         parts = []
+        deadline = time.monotonic() + self.timeout  # for the whole answer, however slowly it trickles
         try:
             with post_json(self.url, payload, {}, self.timeout) as response:
                 for line in response:
+                    if time.monotonic() > deadline:
+                        raise JudgeError(
+                            f"{self.url}: no complete answer within --timeout {self.timeout:g} s"
+                        )
                     if not line.strip():
                         continue
                     message = json.loads(line.decode("utf-8"))
                     if "error" in message:
                         raise JudgeError(f"Ollama: {message['error']}")
-                    parts.append(message.get("message", {}).get("content", ""))
+                    content = message.get("message", {}).get("content")
+                    parts.append("" if content is None else str(content))
+                    if message.get("done"):
+                        break
         except (TimeoutError, OSError) as error:  # a stream that stops half-way
             raise JudgeError(f"{self.url}: the answer stopped ({error})") from error
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as error:
             raise JudgeError(f"{self.url} did not answer in Ollama's format ({error})") from error
         return "".join(parts)
 
@@ -135,7 +144,8 @@ class OpenAIJudge:
         try:
             with post_json(self.url, payload, self.headers, self.timeout) as response:
                 answer = json.loads(response.read().decode("utf-8"))
-            return answer["choices"][0]["message"]["content"] or ""
+            content = answer["choices"][0]["message"]["content"]
+            return "" if content is None else str(content)
         except (TimeoutError, OSError) as error:
             raise JudgeError(f"{self.url}: the answer stopped ({error})") from error
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as error:
@@ -148,20 +158,9 @@ class LocalJudge:
     """A causal LM folder (ours or any transformers model), greedy; its chat template when it has one."""
 
     def __init__(self, folder, max_new_tokens):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        import modeling_gpt_scratch  # noqa: F401  (registers our model with the Auto classes)
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        except (OSError, ValueError) as error:
-            fail(
-                f"cannot load the judge model from {folder}: {type(error).__name__}: {str(error).splitlines()[0]}"
-            )
+        self.tokenizer = load_tokenizer_for(None, folder)
+        self.model = load_pretrained(AutoModelForCausalLM, folder, dtype=torch.float32).eval()
         self.max_new_tokens = max_new_tokens
-        self.torch = torch
 
     def __call__(self, prompt):
         tok = self.tokenizer
@@ -177,10 +176,10 @@ class LocalJudge:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and ids.shape[1] + self.max_new_tokens > limit:
             ids = ids[:, -(limit - self.max_new_tokens) :]  # keep the end: it says what to answer
-        with self.torch.no_grad():
+        with torch.no_grad():
             output = self.model.generate(
                 ids,
-                attention_mask=self.torch.ones_like(ids),
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
@@ -203,11 +202,7 @@ def ask(judge, prompt, retries, retry_delay):
 
 # ----------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog="evaluate_responses.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = ArgumentParser(prog="evaluate_responses.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--input_file", required=True, help="JSON list of entries with the responses to score")
     p.add_argument("--response_key", default="model_response", help="the key that holds the response")
     p.add_argument("--output_file", help="default: INPUT_FILE with -scored before .json")
@@ -225,42 +220,53 @@ def parse_args(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=8, help="--judge local: tokens per answer")
     p.add_argument("--max_entries", type=int, help="score only the first N entries")
     args = p.parse_args(argv)
-    if args.timeout <= 0 or args.retries < 0 or args.retry_delay < 0 or args.max_new_tokens < 1:
-        fail("--timeout and --max_new_tokens must be > 0, --retries and --retry_delay >= 0")
+    check_number("--timeout", args.timeout, above=0)
+    check_number("--retries", args.retries, at_least=0)
+    check_number("--retry_delay", args.retry_delay, at_least=0)
+    check_number("--max_new_tokens", args.max_new_tokens, at_least=1)
+    check_number("--max_entries", args.max_entries, at_least=1)
     if args.judge == "local" and not args.judge_model:
-        fail("--judge local needs --judge_model FOLDER (a causal LM saved with save_pretrained)")
+        raise CLIError("--judge local needs --judge_model FOLDER (a causal LM saved with save_pretrained)")
+    input_file = Path(args.input_file)
+    args.output_file = Path(args.output_file or input_file.with_suffix("").as_posix() + "-scored.json")
+    if args.output_file.exists() and input_file.exists() and args.output_file.samefile(input_file):
+        raise CLIError(
+            f"--output_file {args.output_file} is the input file: write the scores to another file"
+        )
+    if not args.output_file.parent.is_dir():
+        raise CLIError(
+            f"--output_file {args.output_file}: the folder {args.output_file.parent} does not exist"
+        )
     args.judge_model = args.judge_model or {"ollama": "llama3", "openai": "gpt-4o-mini"}[args.judge]
     return args
 
 
 def read_entries(args):
-    from modeling_gpt_scratch.instruction import REQUIRED_KEYS
-
     path = Path(args.input_file)
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        fail(f"{path} does not exist")
+        raise CLIError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
-        fail(f"cannot read {path}: {error}")
+        raise CLIError(f"cannot read {path}: {error}") from error
     except json.JSONDecodeError as error:
-        fail(f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
+        raise CLIError(
+            f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
     if not isinstance(entries, list) or not entries:
-        fail(f"{path} must hold a non-empty JSON list of entries")
+        raise CLIError(f"{path} must hold a non-empty JSON list of entries")
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            fail(f"{path}: entry {index} is not an object")
+            raise CLIError(f"{path}: entry {index} is not an object")
         for key in (*REQUIRED_KEYS, args.response_key):
             if key not in entry:
-                fail(f'{path}: entry {index} has no "{key}" key (it has {sorted(entry)})')
+                raise CLIError(f'{path}: entry {index} has no "{key}" key (it has {sorted(entry)})')
     return entries[: args.max_entries]
 
 
 def main(argv=None):
     args = parse_args(argv)
     entries = read_entries(args)
-    from modeling_gpt_scratch.instruction import judge_prompt
-
     if args.judge == "ollama":
         judge = OllamaJudge(args.ollama_url, args.judge_model, args.timeout)
     elif args.judge == "openai":
@@ -275,11 +281,11 @@ def main(argv=None):
         try:
             answer = ask(judge, judge_prompt(entry, args.response_key), args.retries, args.retry_delay)
         except FatalJudgeError as error:
-            fail(f"{error} (judge {args.judge}, model {args.judge_model})")
+            raise CLIError(f"{error} (judge {args.judge}, model {args.judge_model})") from error
         except UnreachableError as error:
             if not scores and not unparsed:  # never answered: a wrong address or a server not started
                 hint = "start it with `ollama serve`" if args.judge == "ollama" else "check --api_base"
-                fail(f"{error}: {hint}")
+                raise CLIError(f"{error}: {hint}") from error
             print(f"Entry {index}: no answer after {args.retries + 1} tries: {error}", file=sys.stderr)
             entry[args.score_key], entry["judge_answer"] = None, None
             failed.append(index)
@@ -296,11 +302,14 @@ def main(argv=None):
             unparsed.append(index)
         else:
             scores.append(score)
+        write_json(
+            args.output_file, entries[: index + 1], indent=4
+        )  # after every entry: an interruption loses nothing
         print(f"\rScoring entries: {index + 1}/{len(entries)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    output = Path(args.output_file or Path(args.input_file).with_suffix("").as_posix() + "-scored.json")
-    output.write_text(json.dumps(entries, indent=4))
+    output = args.output_file
+    write_json(output, entries, indent=4)
     print(f"Number of scores: {len(scores)} of {len(entries)}")
     if unparsed:
         print(f"Answers that are not a score: {len(unparsed)} (entries {', '.join(map(str, unparsed))})")
@@ -310,9 +319,8 @@ def main(argv=None):
         print(f"Average score: {sum(scores) / len(scores):.2f}")
     print(f"Scores written to {output}")
     if not scores:
-        print("evaluate_responses.py: error: no entry was scored", file=sys.stderr)
-        sys.exit(1)
+        raise CLIError("no entry was scored")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

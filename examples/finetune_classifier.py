@@ -29,13 +29,41 @@ in output_dir/adapter.
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+import datasets
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import set_seed
 
-PROG = "finetune_classifier.py"
+from modeling_gpt_scratch.classification import (
+    balance_classes,
+    label_names,
+    random_split,
+    read_labeled_file,
+    read_sms_spam,
+    sms_spam_path,
+)
+from modeling_gpt_scratch.cli import (
+    ArgumentParser,
+    CLIError,
+    check_number,
+    check_output_dir,
+    exit_process,
+    publish_into,
+    run_cli,
+)
+from modeling_gpt_scratch.instruction import add_lora
+from modeling_gpt_scratch.resolve import describe, load_config, load_pretrained, load_tokenizer_for
+
 TRAIN_MODES = ("book", "full", "lora")
 RESULTS_FILE = "classifier_results.json"
 
@@ -110,6 +138,9 @@ class ClassifierTrainingArguments(TrainingArguments):
     """The Trainer's options with the book's defaults (chapter 6: AdamW 5e-5, wd 0.1, batch 8, 5 epochs)."""
 
     output_dir: str | None = field(default="out/classifier", metadata={"help": "model, tokenizer, results"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "write into an --output_dir that already holds files"}
+    )
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (book: 5e-5)"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (book: 0.1)"})
     num_train_epochs: float = field(default=5.0, metadata={"help": "epochs (book: 5)"})
@@ -126,37 +157,13 @@ class ClassifierTrainingArguments(TrainingArguments):
     seed: int = field(default=123, metadata={"help": "the book's torch.manual_seed(123)"})
 
 
-class Parser(HfArgumentParser):
-    def error(self, message):
-        if rank() == 0:
-            print(f"{PROG}: error: {message} (see --help)", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-
-class Failure(Exception):
-    """A mistake in the options or the data: one line, exit code 2."""
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def first_line(error) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+class Parser(ArgumentParser, HfArgumentParser):
+    """HfArgumentParser whose mistakes are one `error:` line."""
 
 
 # ---------------------------------------------------------------------------------------------- data
 def load_splits(data, seed):
     """{"train": rows, "validation": rows, "test": rows or []} of (text, label-string) and a description."""
-    from modeling_gpt_scratch.classification import (
-        balance_classes,
-        random_split,
-        read_labeled_file,
-        read_sms_spam,
-        sms_spam_path,
-    )
-
     given = {}
     if data.dataset_name:
         given, what = load_hub_dataset(data), f"dataset {data.dataset_name}"
@@ -174,7 +181,7 @@ def load_splits(data, seed):
         given["train"], what = read_sms_spam(path), f"SMS Spam Collection ({path})"
     classes = {label for _, label in given["train"]}
     if len(classes) < 2:
-        raise Failure(
+        raise CLIError(
             f"the training data has a single label ({classes.pop()!r}) in column {data.label_column!r}: a "
             "classifier needs examples of at least two classes"
         )
@@ -193,18 +200,16 @@ def load_splits(data, seed):
     else:
         train, validation, test = rows, given["validation"], given.get("test", [])
     if not train or not validation:
-        raise Failure(f"{what}: too few examples ({len(rows)}) for a training and a validation set")
+        raise CLIError(f"{what}: too few examples ({len(rows)}) for a training and a validation set")
     return {"train": train, "validation": validation, "test": test}, what
 
 
 def load_hub_dataset(data):
-    import datasets
-
     datasets.disable_progress_bars()
     try:
         loaded = datasets.load_dataset(data.dataset_name, data.dataset_config_name)
     except Exception as error:
-        raise Failure(f"cannot load dataset {data.dataset_name!r}: {first_line(error)}") from error
+        raise CLIError(f"cannot load dataset {data.dataset_name!r}: {describe(error)}") from error
     out = {}
     for split in ("train", "validation", "test"):
         if split not in loaded:
@@ -212,7 +217,7 @@ def load_hub_dataset(data):
         ds = loaded[split]
         missing = [c for c in (data.text_column, data.label_column) if c not in ds.column_names]
         if missing:
-            raise Failure(
+            raise CLIError(
                 f"dataset {data.dataset_name} has no column {' or '.join(map(repr, missing))}; its columns are "
                 f"{', '.join(map(repr, ds.column_names))} (choose with --text_column and --label_column)"
             )
@@ -223,67 +228,34 @@ def load_hub_dataset(data):
             for t, y in zip(ds[data.text_column], ds[data.label_column], strict=True)
         ]
     if "train" not in out:
-        raise Failure(f"dataset {data.dataset_name} has no 'train' split (it has {', '.join(loaded)})")
+        raise CLIError(f"dataset {data.dataset_name} has no 'train' split (it has {', '.join(loaded)})")
     return out
 
 
 # --------------------------------------------------------------------------------------------- model
-def build_model(margs, names, context_hint=None):
+def build_model(margs, names):
     """GPTScratchForSequenceClassification with a `len(names)`-way head, from a folder or a preset."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from modeling_gpt_scratch import PRESETS, GPTScratchConfig
-
     labels = {
         "num_labels": len(names),
         "id2label": dict(enumerate(names)),
         "label2id": {n: i for i, n in enumerate(names)},
     }
-    if margs.config_name:
-        if margs.config_name not in PRESETS:
-            raise Failure(
-                f"--config_name {margs.config_name!r} is not a preset; choose one of {', '.join(PRESETS)}"
-            )
-        try:
-            config = GPTScratchConfig.from_preset(
-                margs.config_name, **parse_overrides(margs.config_overrides), **labels
-            )
-        except (ValueError, TypeError) as error:
-            raise Failure(f"--config_name {margs.config_name}: {first_line(error)}") from error
-        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-    source = margs.model_name_or_path
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise Failure(f"cannot read a model config from {source!r}: {first_line(error)}") from error
+    config = load_config(margs.config_name, margs.model_name_or_path, margs.config_overrides, **labels)
     if config.model_type != "gpt_scratch":
-        raise Failure(
-            f"{source} is a {config.model_type!r} model; this script trains the book's GPT (gpt_scratch): convert "
-            "it first (conversion/convert_hf_gpt2.py for GPT-2)"
+        raise CLIError(
+            f"{margs.model_name_or_path or margs.config_name} is a {config.model_type!r} model; this script trains "
+            "the book's GPT (gpt_scratch): convert it first (conversion/convert_hf_gpt2.py for GPT-2)"
         )
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            source, dtype=torch.float32, ignore_mismatched_sizes=True, **labels
-        )
-    except (OSError, ValueError, RuntimeError) as error:
-        raise Failure(f"cannot load a model from {source!r}: {first_line(error)}") from error
-
-
-def parse_overrides(text):
-    overrides = {}
-    for item in filter(None, (s.strip() for s in (text or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise Failure(f"--config_overrides wants key=value pairs separated by commas, got {item!r}")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                pass
-        overrides[key.strip()] = {"true": True, "false": False}.get(str(value).lower(), value)
-    return overrides
+    if margs.config_name:
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    return load_pretrained(  # quiet: the new head's missing weights are expected
+        AutoModelForSequenceClassification,
+        margs.model_name_or_path,
+        quiet=True,
+        dtype=torch.float32,
+        ignore_mismatched_sizes=True,
+        **labels,
+    )
 
 
 def set_train_mode(model, margs):
@@ -297,8 +269,6 @@ def set_train_mode(model, margs):
         for part in (model.model.trf_blocks[-1], model.model.final_norm, model.score):
             part.requires_grad_(True)
         return model
-    from modeling_gpt_scratch.instruction import add_lora
-
     targets = [t.strip() for t in margs.lora_target_modules.split(",") if t.strip()]
     try:  # the new head `score` is trained in full and saved with the adapter
         return add_lora(
@@ -306,13 +276,11 @@ def set_train_mode(model, margs):
             task_type="SEQ_CLS", modules_to_save=["score"],
         )  # fmt: skip
     except ValueError as error:
-        raise Failure(f"--lora_target_modules {margs.lora_target_modules!r}: {first_line(error)}") from error
+        raise CLIError(f"--lora_target_modules {margs.lora_target_modules!r}: {describe(error)}") from error
 
 
 def compute_metrics(eval_pred):
     """Accuracy, and F1: of class 1 (spam) for two classes, the mean over classes otherwise."""
-    import numpy as np
-
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, tuple) else logits
     preds = np.asarray(logits).argmax(-1)
@@ -327,8 +295,6 @@ def compute_metrics(eval_pred):
 
 
 def confusion_matrix(preds, labels, names):
-    import numpy as np
-
     matrix = np.zeros((len(names), len(names)), dtype=int)
     np.add.at(matrix, (labels, preds), 1)
     width = max(8, *(len(n) + 2 for n in names))
@@ -342,53 +308,45 @@ def confusion_matrix(preds, labels, names):
 
 # ---------------------------------------------------------------------------------------------- main
 def parse(argv):
-    parser = Parser((ModelArguments, DataArguments, ClassifierTrainingArguments), prog=PROG)
+    parser = Parser(
+        (ModelArguments, DataArguments, ClassifierTrainingArguments), prog="finetune_classifier.py"
+    )
     try:
         margs, data, targs = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:  # TrainingArguments' own checks (fp16 on CPU, ...), unknown options
-        raise Failure(first_line(error).partition(": ")[2]) from error
+    except ValueError as error:  # TrainingArguments' own checks (fp16 on CPU, ...)
+        raise CLIError(describe(error).partition(": ")[2]) from error
     if bool(margs.model_name_or_path) == bool(margs.config_name):
-        raise Failure(
+        raise CLIError(
             "pass --model_name_or_path FOLDER (a trained model of ours) or --config_name PRESET (random init)"
         )
     if data.dataset_name and data.train_file:
-        raise Failure("pass --train_file or --dataset_name, not both")
+        raise CLIError("pass --train_file or --dataset_name, not both")
     if (data.validation_file or data.test_file) and not data.train_file:
-        raise Failure("--validation_file and --test_file need a --train_file")
-    if data.max_length is not None and data.max_length < 1:
-        raise Failure(f"--max_length must be at least 1, got {data.max_length}")
-    if margs.lora_r < 1:
-        raise Failure(f"--lora_r must be at least 1, got {margs.lora_r}")
+        raise CLIError("--validation_file and --test_file need a --train_file")
+    check_number("--max_length", data.max_length, at_least=1)
+    check_number("--lora_r", margs.lora_r, at_least=1)
+    check_number("--lora_alpha", margs.lora_alpha, above=0)
+    check_number("--lora_dropout", margs.lora_dropout, at_least=0, below=1)
+    check_number("--learning_rate", targs.learning_rate, above=0)
+    check_number("--weight_decay", targs.weight_decay, at_least=0)
+    check_number("--num_train_epochs", targs.num_train_epochs, above=0)
+    if not torch.cuda.is_available():
+        targs.dataloader_pin_memory = False  # nothing to pin for
+    if not targs.resume_from_checkpoint:  # a resumed run goes on in the folder of its checkpoints
+        inputs = [margs.model_name_or_path, data.train_file, data.validation_file, data.test_file]
+        check_output_dir(targs.output_dir, targs.overwrite_output_dir, inputs=inputs)
     return margs, data, targs
 
 
 def prepare(margs, data, targs):
     """Everything that can be wrong, checked before training: data, labels, model, lengths."""
-    from transformers import AutoTokenizer
-    from transformers.trainer_utils import set_seed
-
-    import modeling_gpt_scratch  # noqa: F401  (registers the model with the Auto classes)
-    from modeling_gpt_scratch.classification import label_names
-    from modeling_gpt_scratch.data import DataError
-    from modeling_gpt_scratch.tokenization import load_tokenizer
-
-    try:
-        splits, what = load_splits(data, targs.seed)
-    except DataError as error:
-        raise Failure(str(error)) from error
+    splits, what = load_splits(data, targs.seed)
     names = label_names(label for rows in splits.values() for _, label in rows)
     unseen = sorted(set(names) - {label for _, label in splits["train"]})
     if unseen:
-        raise Failure(f"the training data has no example of label(s) {', '.join(map(repr, unseen))}")
+        raise CLIError(f"the training data has no example of label(s) {', '.join(map(repr, unseen))}")
 
-    source = margs.tokenizer_name or margs.model_name_or_path
-    try:
-        has_own = source and (not os.path.isdir(source) or (Path(source) / "tokenizer_config.json").is_file())
-        tokenizer = AutoTokenizer.from_pretrained(source) if has_own else load_tokenizer()
-    except (OSError, ValueError) as error:
-        raise Failure(f"cannot load the tokenizer ({source or 'GPT-2'}): {first_line(error)}") from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # the book pads with <|endoftext|>
+    tokenizer = load_tokenizer_for(margs.tokenizer_name, margs.model_name_or_path)
     tokenizer.padding_side = "right"
 
     set_seed(targs.seed)  # the head's initial weights
@@ -398,7 +356,7 @@ def prepare(margs, data, targs):
     longest = max(lengths)
     max_length = data.max_length or min(longest, context)
     if max_length > context:
-        raise Failure(f"--max_length {max_length} is above the model's context_length {context}")
+        raise CLIError(f"--max_length {max_length} is above the model's context_length {context}")
     notes = [f"longest training text {longest} tokens; texts are truncated to {max_length} tokens"]
     too_long = sum(n > max_length for n in lengths)
     if too_long:
@@ -407,9 +365,6 @@ def prepare(margs, data, targs):
             + (f" (the model's context_length is {context})" if longest > context else "")
         )
     tokenizer.model_max_length = context  # `pipeline(..., truncation=True)` then cuts at the context
-
-    import datasets
-
     datasets.disable_progress_bars()
     label2id = model.config.label2id
 
@@ -422,19 +377,8 @@ def prepare(margs, data, targs):
 
 
 def main(argv=None):
-    try:
-        margs, data, targs = parse(argv)
-        return run(margs, data, targs)
-    except Failure as error:
-        if rank() == 0:
-            print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
-        return 2
-
-
-def run(margs, data, targs):
+    margs, data, targs = parse(argv)
     tokenizer, model, names, encoded, what, notes, max_length = prepare(margs, data, targs)
-    from transformers import DataCollatorWithPadding, Trainer
-
     model = set_train_mode(model, margs)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -451,7 +395,7 @@ def run(margs, data, targs):
             compute_metrics=compute_metrics,
         )
     except (OSError, ValueError, RuntimeError) as error:  # e.g. --push_to_hub with no network or login
-        raise Failure(f"cannot set up the Trainer: {first_line(error)}") from error
+        raise CLIError(f"cannot set up the Trainer: {describe(error)}") from error
     say = print if trainer.is_world_process_zero() else (lambda *a, **k: None)
     sizes = " / ".join(f"{len(encoded[s])} {s}" for s in ("train", "validation", "test") if s in encoded)
     say(f"Data: {what}: {sizes} examples; labels {', '.join(f'{i}={n}' for i, n in enumerate(names))}")
@@ -483,15 +427,20 @@ def run(margs, data, targs):
         say(text)
 
     output_dir = Path(targs.output_dir)
-    if margs.train_mode == "lora":  # the adapter for PeftModel.from_pretrained, then the merged model
-        if trainer.is_world_process_zero():
-            trainer.model.save_pretrained(output_dir / "adapter")
-        merged = trainer.model.merge_and_unload()
-        trainer.model = trainer.model_wrapped = merged
-    trainer.save_model()  # model and tokenizer, on the main process
+    lora = margs.train_mode == "lora"
     if trainer.is_world_process_zero():
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=1))
+        with publish_into(output_dir) as tmp:  # config.json last: the folder is a whole model or none
+            if lora:  # the adapter for PeftModel.from_pretrained, then the merged model
+                trainer.model.save_pretrained(tmp / "adapter")
+            trainer.model = trainer.model_wrapped = (
+                trainer.model.merge_and_unload() if lora else trainer.model
+            )
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=1))
         say(f"Saved to {output_dir}/: pipeline('text-classification', model='{output_dir}') loads it")
+    elif lora:
+        trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     if targs.push_to_hub:
         source = margs.model_name_or_path
         hub_source = source if source and not os.path.exists(source) else None
@@ -503,22 +452,5 @@ def run(margs, data, targs):
     return 0
 
 
-def finish(code):
-    """Leave without the abort distributed runs sometimes end with: flush, close the process group, exit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    except Exception:
-        pass
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        finish(code)
-    sys.exit(code)
+    exit_process(run_cli(main))

@@ -26,7 +26,33 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+import datasets
+import torch
+from torch.utils.data import Subset
+from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from modeling_gpt_scratch.cli import (
+    ArgumentParser,
+    CLIError,
+    check_number,
+    check_output_dir,
+    publish_into,
+    run_cli,
+)
+from modeling_gpt_scratch.instruction import (
+    InstructionCollator,
+    InstructionDataset,
+    add_chat_template,
+    add_lora,
+    check_records,
+    encode,
+    extract_response,
+    format_input,
+    instruction_data_path,
+    load_instruction_data,
+    split_data,
+)
+from modeling_gpt_scratch.resolve import describe, load_config, load_pretrained, load_tokenizer_for
 
 RESPONSE_FILE = "instruction-data-with-response.json"
 # The book's chapter-7 settings, where they differ from the Trainer's defaults.
@@ -60,6 +86,9 @@ class ModelArguments:
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "write into an --output_dir that already holds files"}
+    )
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters only, merged at the end"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (book's exercise 7.4: 16)"})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (book's exercise 7.4: 16)"})
@@ -91,123 +120,66 @@ class DataArguments:
     max_new_tokens: int = field(default=256, metadata={"help": "tokens per test response (book: 256)"})
 
 
-def fail(message):
-    """One line on stderr and exit code 2, before anything slow where possible."""
-    print(f"finetune_instruction.py: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def first_line(error) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+class Parser(ArgumentParser, HfArgumentParser):
+    """HfArgumentParser whose mistakes are one `error:` line."""
 
 
 def parse_args(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    parser.prog = "finetune_instruction.py"
+    parser = Parser((ModelArguments, DataArguments, TrainingArguments), prog="finetune_instruction.py")
     parser.description = __doc__.split("\n\n")[0]
     parser.set_defaults(**BOOK_DEFAULTS)
     try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # TrainingArguments' own checks (e.g. --fp16 without a GPU)
-        fail(first_line(error))
+        raise CLIError(describe(error)) from error
     if bool(model_args.model_name_or_path) == bool(model_args.config_name):
-        fail("say which model to train: --model_name_or_path FOLDER, or --config_name PRESET for random init")
+        raise CLIError(
+            "say which model to train: --model_name_or_path FOLDER, or --config_name PRESET for random init"
+        )
     if data_args.train_file and data_args.dataset_name:
-        fail("pass --train_file or --dataset_name, not both")
-    for name in ("allowed_max_length", "max_new_tokens"):
-        if getattr(data_args, name) < 2 - (name == "max_new_tokens"):
-            fail(f"--{name} is too small: {getattr(data_args, name)}")
+        raise CLIError("pass --train_file or --dataset_name, not both")
+    check_number("--allowed_max_length", data_args.allowed_max_length, at_least=2)
+    check_number("--max_new_tokens", data_args.max_new_tokens, at_least=1)
     for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
-        if getattr(data_args, name) is not None and getattr(data_args, name) < 0:
-            fail(f"--{name} must be >= 0")
-    if model_args.lora_r < 1 or model_args.lora_alpha <= 0:
-        fail("--lora_r must be >= 1 and --lora_alpha > 0")
+        check_number(f"--{name}", getattr(data_args, name), at_least=0)
+    check_number("--lora_r", model_args.lora_r, at_least=1)
+    check_number("--lora_alpha", model_args.lora_alpha, above=0)
+    check_number("--lora_dropout", model_args.lora_dropout, at_least=0, below=1)
+    check_number("--learning_rate", training_args.learning_rate, above=0)
+    check_number("--weight_decay", training_args.weight_decay, at_least=0)
+    check_number("--num_train_epochs", training_args.num_train_epochs, above=0)
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # nothing to pin for
+    inputs = [model_args.model_name_or_path, data_args.train_file]
+    check_output_dir(training_args.output_dir, model_args.overwrite_output_dir, inputs=inputs)
     return model_args, data_args, training_args
 
 
 def load_data(data_args):
-    from modeling_gpt_scratch.data import DataError
-    from modeling_gpt_scratch.instruction import check_records, instruction_data_path, load_instruction_data
-
-    try:
-        if data_args.dataset_name:
-            import datasets
-
-            try:
-                ds = datasets.load_dataset(
-                    data_args.dataset_name, data_args.dataset_config_name, split="train"
-                )
-            except Exception as error:  # datasets raises many kinds; the first line says what went wrong
-                fail(f"cannot load the dataset {data_args.dataset_name!r}: {first_line(error)}")
-            return check_records(list(ds), data_args.dataset_name)
-        path = data_args.train_file or instruction_data_path(data_args.data_cache_dir)
-        return load_instruction_data(path)
-    except DataError as error:
-        fail(str(error))
-
-
-def parse_value(text):
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
+    if data_args.dataset_name:
         try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+            ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, split="train")
+        except Exception as error:  # datasets raises many kinds; the first line says what went wrong
+            raise CLIError(
+                f"cannot load the dataset {data_args.dataset_name!r}: {describe(error)}"
+            ) from error
+        return check_records(list(ds), data_args.dataset_name)
+    return load_instruction_data(data_args.train_file or instruction_data_path(data_args.data_cache_dir))
 
 
-def build_model(model_args, training_args):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from modeling_gpt_scratch import PRESETS, GPTScratchConfig
-
-    overrides = {}
-    for item in filter(None, (s.strip() for s in (model_args.config_overrides or "").split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--config_overrides wants key=value pairs separated by commas, got {item!r}")
-        overrides[key.strip()] = parse_value(value.strip())
-    try:
-        if model_args.config_name:
-            if model_args.config_name in PRESETS:
-                config = GPTScratchConfig.from_preset(model_args.config_name, **overrides)
-            else:
-                config = AutoConfig.from_pretrained(model_args.config_name, **overrides)
-            return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=torch.float32)
-    except (OSError, ValueError, TypeError) as error:
-        fail(f"cannot build the model: {first_line(error)}")
-
-
-def load_tokenizer_for(model_args):
-    from transformers import AutoTokenizer
-
-    from modeling_gpt_scratch.tokenization import load_tokenizer
-
-    source = model_args.tokenizer_name
-    folder = Path(model_args.model_name_or_path or "")
-    if source is None and model_args.model_name_or_path and (folder / "tokenizer_config.json").is_file():
-        source = str(folder)
-    try:
-        tokenizer = load_tokenizer() if source is None else AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        fail(f"cannot load the tokenizer ({source or 'GPT-2'}): {first_line(error)}")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+def build_model(model_args):
+    if model_args.config_name:
+        config = load_config(model_args.config_name, None, model_args.config_overrides)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path, dtype=torch.float32)
 
 
 def check_prompt_lengths(data, tokenizer, max_length, source):
     """A prompt that fills the context leaves no room for a response: say which one, before training."""
-    from modeling_gpt_scratch.instruction import encode, format_input
-
     for index, entry in enumerate(data):
         n = len(encode(tokenizer, format_input(entry)))
         if n >= max_length:
-            fail(
+            raise CLIError(
                 f"{source}: entry {index}'s prompt is {n} tokens, but the model sees at most {max_length} "
                 "(--allowed_max_length and the model's context_length): shorten or drop it"
             )
@@ -215,10 +187,6 @@ def check_prompt_lengths(data, tokenizer, max_length, source):
 
 def generate_responses(model, tokenizer, entries, max_new_tokens, batch_size, context_length):
     """Greedy answers, batched with left padding and the KV cache; a row stops at <|endoftext|>."""
-    import torch
-
-    from modeling_gpt_scratch.instruction import extract_response, format_input
-
     tokenizer.padding_side = "left"
     model.eval()
     results = []
@@ -247,18 +215,10 @@ def main(argv=None):
     model_args, data_args, training_args = parse_args(argv)
     source = data_args.dataset_name or data_args.train_file or "instruction-data.json"
     data = load_data(data_args)  # bad files stop here, before any model or tokenizer is loaded
-
-    from torch.utils.data import Subset
-    from transformers import Trainer, set_seed
-
-    from modeling_gpt_scratch.instruction import InstructionCollator, InstructionDataset, add_lora, split_data
-
-    tokenizer = load_tokenizer_for(model_args)
-    from modeling_gpt_scratch.instruction import add_chat_template  # the book's prompt, for chat
-
-    add_chat_template(tokenizer)
+    tokenizer = load_tokenizer_for(model_args.tokenizer_name, model_args.model_name_or_path)
+    add_chat_template(tokenizer)  # the book's prompt from chat messages, saved with the model
     set_seed(training_args.seed)
-    model = build_model(model_args, training_args)
+    model = build_model(model_args)
     context_length = model.config.max_position_embeddings
     max_length = min(data_args.allowed_max_length, context_length)
     if max_length < data_args.allowed_max_length:
@@ -273,7 +233,7 @@ def main(argv=None):
     val_data = val_data[: data_args.max_eval_samples]
     test_data = test_data[: data_args.max_test_samples]
     if not train_data:
-        fail(f"{source}: no entries left to train on ({len(data)} entries, 85% of them train)")
+        raise CLIError(f"{source}: no entries left to train on ({len(data)} entries, 85% of them train)")
     train_set = InstructionDataset(train_data, tokenizer)
     val_set = InstructionDataset(val_data, tokenizer) if val_data else None
     if val_set is None and training_args.eval_strategy != "no":
@@ -316,37 +276,34 @@ def main(argv=None):
     if model_args.use_lora:  # one plain model again: LoRA's updates folded into the weights
         trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     output_dir = Path(training_args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    log = {"before": before, "after": after, "log_history": trainer.state.log_history}
-    (output_dir / "losses.json").write_text(json.dumps(log, indent=2))
-
-    if test_data and trainer.is_world_process_zero():
-        responses = generate_responses(
-            trainer.model,
-            tokenizer,
-            test_data,
-            data_args.max_new_tokens,
-            training_args.per_device_eval_batch_size,
-            context_length,
-        )
-        path = output_dir / RESPONSE_FILE
-        path.write_text(json.dumps(responses, indent=4))
-        print(f"Responses to {len(responses)} test entries written to {path}")
+    if trainer.is_world_process_zero():
+        responses = []
+        if test_data:
+            batch_size = training_args.per_device_eval_batch_size
+            responses = generate_responses(
+                trainer.model, tokenizer, test_data, data_args.max_new_tokens, batch_size, context_length
+            )
+        with publish_into(output_dir) as tmp:  # config.json last: the folder is a whole model or none
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            log = {"before": before, "after": after, "log_history": trainer.state.log_history}
+            (tmp / "losses.json").write_text(json.dumps(log, indent=2))
+            if responses:
+                (tmp / RESPONSE_FILE).write_text(json.dumps(responses, indent=4))
+        if responses:
+            print(f"Responses to {len(responses)} test entries written to {output_dir / RESPONSE_FILE}")
         for entry in responses[:3]:
             print(f"\n>> {entry['instruction']}\nCorrect response:\n>> {entry['output']}")
             print(f"Model response:\n>> {entry['model_response']}")
-
-    if training_args.push_to_hub:  # saves model and tokenizer, then uploads the folder (responses too)
+        print(f"Model and tokenizer saved to {output_dir}")
+    if training_args.push_to_hub:  # the saved folder, with the Trainer's card
         trainer.push_to_hub(
             commit_message="Instruction fine-tuning (chapter 7)",
             tags=["gpt-scratch", "instruction-tuning"],
             finetuned_from=model_args.model_name_or_path,
             tasks="text-generation",
         )
-    else:
-        trainer.save_model(training_args.output_dir)
-    print(f"Model and tokenizer saved to {output_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

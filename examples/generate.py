@@ -1,43 +1,30 @@
 #!/usr/bin/env python
 """Generate text with a saved model folder, streaming the tokens to the terminal as they come.
 
-The folder is anything `save_pretrained` wrote: this project's GPT (`make demo` writes one to
-out/demo), or a converted GPT-2 checkpoint. The text goes to stdout, the prompt first, as the book
+The folder is anything `save_pretrained` wrote: this project's GPT (`make demo` pretrains one into
+out/pretrain), or a converted GPT-2 checkpoint. The text goes to stdout, the prompt first, as the book
 prints it; notes and errors go to stderr.
 
-    python examples/generate.py out/demo --prompt "Every effort moves you"
-    python examples/generate.py out/demo --max_new_tokens 15 --temperature 1.4 --top_k 25 --seed 123
-    python examples/generate.py out/demo --num_beams 4 --num_return_sequences 2
+    python examples/generate.py out/pretrain --prompt "Every effort moves you"
+    python examples/generate.py out/pretrain --max_new_tokens 15 --temperature 1.4 --top_k 25 --seed 123
+    python examples/generate.py out/pretrain --num_beams 4 --num_return_sequences 2
 
 Decoding is greedy unless you ask for sampling, with --do_sample or, as in the book's
 `generate(..., temperature=1.4, top_k=25)`, with a --temperature above 0 (--temperature 0 is greedy).
 """
 
-import argparse
 import os
 import sys
 
+import torch
+from transformers import AutoModelForCausalLM, TextStreamer, set_seed
+from transformers.utils import logging
+
+from modeling_gpt_scratch.cli import ArgumentParser, CLIError, check_number, run_cli
+from modeling_gpt_scratch.resolve import describe, has_tokenizer, load_pretrained, load_tokenizer_for
+
 BOOK_PROMPT = "Every effort moves you"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (exit code 2), not the whole usage text."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def fail(message):
-    """Stop with a one-line message and exit code 2, like a bad command-line option."""
-    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def first_line(error):
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def note(message):
@@ -45,7 +32,7 @@ def note(message):
 
 
 def parse_args(argv=None):
-    p = Parser(
+    p = ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Long prompts: by default a prompt that does not fit in the model's context together with "
         "--max_new_tokens is an error that gives both numbers; with --truncate_prompt its oldest tokens are "
@@ -108,7 +95,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--trust_remote_code",
         action="store_true",
-        help="load the model with the code saved in its folder (needed when modeling_gpt_scratch is not installed)",
+        help="load the model with the code saved in its folder (for models of other projects)",
     )
     return p.parse_args(argv)
 
@@ -116,105 +103,66 @@ def parse_args(argv=None):
 def check_options(args):
     """Catch impossible combinations before loading anything; turns sampling on for a temperature > 0."""
     if not os.path.isdir(args.model_dir):
-        fail(f"model folder {args.model_dir!r} does not exist")
+        raise CLIError(f"model folder {args.model_dir!r} does not exist")
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-        fail(
+        raise CLIError(
             f"{args.model_dir!r} is not a model folder: it has no config.json (write one with save_pretrained)"
         )
     if not args.prompt:
-        fail("--prompt is empty")
-    if args.max_new_tokens < 1:
-        fail(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
-    if args.temperature is not None:
-        if args.temperature < 0:
-            fail(f"--temperature must be >= 0, got {args.temperature}")
-        if args.temperature == 0 and args.do_sample:
-            fail(
-                "--temperature 0 means greedy decoding (as in the book): drop --do_sample or give a temperature > 0"
-            )
-        if args.temperature > 0:
-            args.do_sample = True  # the book samples whenever temperature > 0
-    if args.top_k is not None and args.top_k < 0:
-        fail(f"--top_k must be >= 0, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        fail(f"--top_p must be in (0, 1], got {args.top_p}")
+        raise CLIError("--prompt is empty")
+    check_number("--max_new_tokens", args.max_new_tokens, at_least=1)
+    check_number("--temperature", args.temperature, at_least=0)
+    check_number("--top_k", args.top_k, at_least=0)
+    check_number("--top_p", args.top_p, above=0, at_most=1)
+    check_number("--repetition_penalty", args.repetition_penalty, above=0)
+    check_number("--eos_token_id", args.eos_token_id, at_least=0)
+    check_number("--num_beams", args.num_beams, at_least=1)
+    check_number("--num_return_sequences", args.num_return_sequences, at_least=1)
+    if args.temperature == 0 and args.do_sample:
+        raise CLIError(
+            "--temperature 0 means greedy decoding (as in the book): drop --do_sample or give a temperature > 0"
+        )
+    if args.temperature:
+        args.do_sample = True  # the book samples whenever temperature > 0
     for name in ("top_k", "top_p"):
         if getattr(args, name) is not None and not args.do_sample:
-            fail(f"--{name} only acts when sampling: add --do_sample or a --temperature above 0")
-    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
-        fail(f"--repetition_penalty must be > 0, got {args.repetition_penalty}")
-    if args.eos_token_id is not None and args.eos_token_id < 0:
-        fail(f"--eos_token_id must be a token id (>= 0), got {args.eos_token_id}")
-    if args.num_beams < 1:
-        fail(f"--num_beams must be at least 1, got {args.num_beams}")
-    if args.num_return_sequences < 1:
-        fail(f"--num_return_sequences must be at least 1, got {args.num_return_sequences}")
+            raise CLIError(f"--{name} only acts when sampling: add --do_sample or a --temperature above 0")
     if not args.do_sample and args.num_return_sequences > args.num_beams:
-        what = (
-            "greedy decoding gives only 1"
-            if args.num_beams == 1
-            else f"{args.num_beams} beams give at most {args.num_beams}"
-        )
-        fail(
+        n = args.num_beams
+        what = "greedy decoding gives only 1" if n == 1 else f"{n} beams give at most {n}"
+        raise CLIError(
             f"--num_return_sequences {args.num_return_sequences}, but {what} different sequences: "
             "add --do_sample, or raise --num_beams"
         )
 
 
 def pick_device(name):
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        fail(f"--device {name!r} is not a device (try cpu or cuda)")
+        raise CLIError(f"--device {name!r} is not a device (try cpu or cuda)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {name}: PyTorch sees no CUDA GPU here (use --device cpu or auto)")
+        raise CLIError(f"--device {name}: PyTorch sees no CUDA GPU here (use --device cpu or auto)")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        fail(f"--device {name}: MPS is not available here (use --device cpu or auto)")
+        raise CLIError(f"--device {name}: MPS is not available here (use --device cpu or auto)")
     return device
 
 
 def load(args, device):
-    """The model and its tokenizer; any failure is one line."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
-
+    """The model and its tokenizer (the folder's, else GPT-2's with a note); any failure is one line."""
     logging.disable_progress_bar()
-    try:
-        import modeling_gpt_scratch  # noqa: F401  (registers the model with the Auto classes)
-        from modeling_gpt_scratch.tokenization import load_tokenizer
-    except ImportError:  # this script was copied somewhere without the package
-        load_tokenizer = None
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            args.model_dir, dtype=getattr(torch, args.dtype), trust_remote_code=args.trust_remote_code
-        )
-    except Exception as e:  # a broken folder fails in many ways; the first line says which
-        hint = ""
-        if load_tokenizer is None and not args.trust_remote_code:
-            hint = " (modeling_gpt_scratch is not installed: pass --trust_remote_code to use the code saved in the folder)"
-        fail(f"cannot load a model from {args.model_dir!r}: {type(e).__name__}: {first_line(e)}{hint}")
+    dtype = getattr(torch, args.dtype)
+    model = load_pretrained(
+        AutoModelForCausalLM, args.model_dir, dtype=dtype, trust_remote_code=args.trust_remote_code
+    )
     model.to(device).eval()
-
-    try:
-        if any(os.path.isfile(os.path.join(args.model_dir, f)) for f in TOKENIZER_FILES):
-            tokenizer = AutoTokenizer.from_pretrained(
-                args.model_dir, trust_remote_code=args.trust_remote_code
-            )
-        else:
-            note(
-                f"note: {args.model_dir} has no tokenizer files; using GPT-2's tokenizer (openai-community/gpt2)"
-            )
-            tokenizer = (
-                load_tokenizer() if load_tokenizer else AutoTokenizer.from_pretrained("openai-community/gpt2")
-            )
-    except Exception as e:
-        fail(f"cannot load the tokenizer: {type(e).__name__}: {first_line(e)}")
+    if not has_tokenizer(args.model_dir):
+        note(
+            f"note: {args.model_dir} has no tokenizer files; using GPT-2's tokenizer (openai-community/gpt2)"
+        )
+    tokenizer = load_tokenizer_for(None, args.model_dir, trust_remote_code=args.trust_remote_code)
     return model, tokenizer
 
 
@@ -223,9 +171,11 @@ def encode_prompt(args, model, tokenizer, device):
     input_ids = tokenizer(args.prompt, return_tensors="pt").input_ids
     vocab_size = model.config.vocab_size
     if args.eos_token_id is not None and args.eos_token_id >= vocab_size:
-        fail(f"--eos_token_id {args.eos_token_id} is outside the model's vocabulary of {vocab_size} tokens")
+        raise CLIError(
+            f"--eos_token_id {args.eos_token_id} is outside the model's vocabulary of {vocab_size} tokens"
+        )
     if int(input_ids.max()) >= vocab_size:
-        fail(
+        raise CLIError(
             f"the tokenizer gives token id {int(input_ids.max())}, but the model's vocabulary has {vocab_size} tokens"
         )
 
@@ -234,11 +184,11 @@ def encode_prompt(args, model, tokenizer, device):
     if context is not None and n + args.max_new_tokens > context:
         room = context - args.max_new_tokens
         if room < 1:
-            fail(
+            raise CLIError(
                 f"--max_new_tokens {args.max_new_tokens} leaves no room for the prompt in the model's context of {context} tokens"
             )
         if not args.truncate_prompt:
-            fail(
+            raise CLIError(
                 f"the prompt is {n} tokens and --max_new_tokens is {args.max_new_tokens}, but the model's "
                 f"context_length is {context}: shorten the prompt, lower --max_new_tokens, or pass --truncate_prompt"
             )
@@ -251,13 +201,10 @@ def encode_prompt(args, model, tokenizer, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_options(args)  # before the slow imports, so a mistake is reported at once
+    check_options(args)  # before loading anything, so a mistake is reported at once
     device = pick_device(args.device)
     model, tokenizer = load(args, device)
     input_ids = encode_prompt(args, model, tokenizer, device)
-
-    import torch
-    from transformers import TextStreamer, set_seed
 
     settings = {
         "max_new_tokens": args.max_new_tokens,
@@ -295,7 +242,7 @@ def main(argv=None):
                 **settings,
             )
     except ValueError as e:  # transformers' checks of the generation settings
-        fail(f"generate: {first_line(e)}")
+        raise CLIError(f"generate: {describe(e)}") from e
     if not stream:
         texts = tokenizer.batch_decode(output)
         for i, text in enumerate(texts):
@@ -308,8 +255,4 @@ def main(argv=None):
 if __name__ == "__main__":
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # an untrained model emits any character
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        sys.exit(130)
+    sys.exit(run_cli(main))

@@ -1,5 +1,5 @@
 """What every command-line script of the project shares: one error type, one runner, one exit-code
-convention, and atomic output folders.
+convention, option checks, and atomic output folders.
 
 - `CLIError`: a problem with the user's input or output (a file, an option, a folder), told in one
   line that names the thing and the fix. Scripts raise it; they never print-and-exit themselves.
@@ -8,17 +8,27 @@ convention, and atomic output folders.
   `KeyboardInterrupt`, so cleanup such as removing a temporary output folder runs for both).
   Any other exception is a bug and keeps its traceback.
 - `atomic_output_dir(output, overwrite)`: write into a temporary folder beside the output and move it
-  into place only when everything has been written.
+  into place only when everything has been written. `publish_into(folder)`: the same for model files
+  written into a folder that also holds other things (a training run's checkpoints): config.json,
+  which makes a folder a model, arrives last.
+- `check_output_dir(...)`, `lock_output_dir(...)`: refuse a non-empty output without
+  --overwrite_output_dir, an output that is the script's own input, and a second writer.
+- `ArgumentParser`: argparse whose mistakes are a `CLIError` too; `check_number(flag, value, ...)`:
+  finite and in range.
 
-A script ends with `sys.exit(run_cli(main))`.
+A script ends with `sys.exit(run_cli(main))`; a distributed one with `exit_process(run_cli(main))`.
 """
 
+import argparse
 import contextlib
+import json
+import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -110,8 +120,137 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def publish_into(folder: str | os.PathLike, last: tuple[str, ...] = ("config.json",)) -> Iterator[Path]:
+    """Yield an empty temporary folder inside `folder`; when the block succeeds, move its files into
+    `folder` (replacing files of the same name), the files named in `last` (config.json) last, after
+    removing their old copies first. So at every instant `folder` is either a complete model or no
+    model at all (no config.json), never new weights beside an old config; other entries (checkpoints,
+    logs) stay. On failure the temporary folder goes and `folder` keeps what it had. For a folder that
+    holds more than the model (a training run's checkpoints); a fresh output is `atomic_output_dir`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        yield tmp
+        for name in last:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        for entry in sorted(tmp.iterdir(), key=lambda p: p.name in last):
+            target = folder / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            if entry.is_file():  # some writers make private (0600) files; these are for everyone to read
+                entry.chmod(0o666 & ~_umask())
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(
+    output: str | os.PathLike,
+    overwrite: bool,
+    *,
+    inputs: tuple = (),
+    flag: str = "--output_dir",
+    ignore: tuple[str, ...] = (),
+) -> Path:
+    """`output` checked before any work: not a file, not one of the script's `inputs` (or inside one),
+    and empty unless `overwrite` (entries named in `ignore` do not count)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise CLIError(f"{flag} {output} exists and is not a folder")
+    resolved = output.resolve()
+    for given in inputs:
+        if given and os.path.exists(given):
+            source = Path(given).resolve()
+            if resolved == source or source in resolved.parents or resolved in source.parents:
+                raise CLIError(
+                    f"{flag} {output} is where the input {given} is: write the result to another folder"
+                )
+    if output.is_dir() and not overwrite and any(p.name not in ignore for p in output.iterdir()):
+        raise CLIError(
+            f"{flag} {output} already holds files: pass --overwrite_output_dir, or choose another folder"
+        )
+    return output
+
+
+LOCK_FILE = ".writer.lock"
+
+
+def lock_output_dir(output: str | os.PathLike, what: str = "a run"):
+    """Hold an exclusive lock on `output`/.writer.lock for the rest of the process, so that a second
+    run writing into the same folder stops at once. (An advisory `flock`: released when the process
+    ends, however it ends.) Returns the open lock file; keep it."""
+    import fcntl  # POSIX only: imported here so that the module loads everywhere
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    handle = open(output / LOCK_FILE, "a+")  # noqa: SIM115  (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise CLIError(
+            f"another process is writing into {output} ({what}): wait for it, or choose another folder"
+        ) from None
+    return handle
+
+
+def write_json(path: str | os.PathLike, data, indent: int = 1) -> None:
+    """`data` as JSON in `path`, written under a temporary name and renamed: never a torn file. NaN
+    and infinity are refused (they are not JSON)."""
+    path = Path(path)
+    text = json.dumps(data, indent=indent, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------ options
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake is a `CLIError` (one `error:` line, status 1), not the usage text and
+    status 2. Mixes into `HfArgumentParser` too: `class Parser(ArgumentParser, HfArgumentParser)`."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see --help)")
+
+
+def check_number(flag: str, value, *, at_least=None, above=None, at_most=None, below=None):
+    """`value` (None: not given, passes) as a finite number within the bounds; else a `CLIError`."""
+    if value is None:
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CLIError(f"{flag} must be a finite number, got {value}")
+    for bound, ok, words in (
+        (at_least, lambda b: value >= b, "at least"),
+        (above, lambda b: value > b, "above"),
+        (at_most, lambda b: value <= b, "at most"),
+        (below, lambda b: value < b, "below"),
+    ):
+        if bound is not None and not ok(bound):
+            raise CLIError(f"{flag} must be {words} {bound}, got {value}")
+    return value
+
+
+def rank() -> int:
+    """This process's rank in a distributed run (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+# Warnings a user of the scripts cannot act on: peft asks a deprecated property of every model it wraps,
+# and torch warns at each DataLoader iterator that pin_memory has no accelerator to pin for.
+QUIET_WARNINGS = (
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    (UserWarning, r".*'pin_memory' argument is set as true but no accelerator is found"),
+)
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
@@ -120,16 +259,41 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     A `CLIError` or `OSError` (a file that cannot be read or written, a full disk) becomes one
     `error: ...` line on stderr and status 1; Ctrl-C or SIGTERM becomes status 130, after the
     `finally`/`except` blocks on the way out (temporary folders) have run. Any other exception is a
-    bug in the script and keeps its traceback.
+    bug in the script and keeps its traceback. An int that `main` returns is the status. In a
+    distributed run only the first process prints the error (every process stops with it).
     """
+    previous = None
     with contextlib.suppress(ValueError):  # not in the main thread (e.g. a test calling main)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     try:
-        main(argv)
+        code = main(argv)
     except (CLIError, OSError) as e:
-        print(f"error: {one_line(e, limit=2000)}", file=sys.stderr)
+        if rank() == 0:
+            print(f"error: {one_line(e, limit=2000)}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("error: interrupted; no output was written.", file=sys.stderr)
+        if rank() == 0:
+            print("error: interrupted; no output was written.", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def exit_process(code: int):
+    """`sys.exit(code)`, but after a distributed run: take the process group down and leave at once,
+    without the abort some runs end with at interpreter shutdown ("terminate called without an active
+    exception")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .cli import CLIError
+from .tokenization import get_tiktoken_encoding
+
 THE_VERDICT_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
 )
@@ -33,8 +36,8 @@ THE_VERDICT_CHARS = 20479  # the book's len(raw_text)
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 
-class DataError(ValueError):
-    """Input data that cannot be used; the message says what to do."""
+class DataError(CLIError, ValueError):
+    """Input data that cannot be used; the message says what to do (a `CLIError`: one `error:` line)."""
 
 
 def default_cache_dir() -> Path:
@@ -192,8 +195,6 @@ def create_dataloader_v1(
 ):
     """The book's loader (chapter 2, used as is in chapter 5), GPT-2's tiktoken encoding by default."""
     if tokenizer is None:
-        from .tokenization import get_tiktoken_encoding
-
         tokenizer = get_tiktoken_encoding()
     dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
     return DataLoader(

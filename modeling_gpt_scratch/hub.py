@@ -2,8 +2,9 @@
 
 - `model_card(config, repo_id, ...)`: README.md text, YAML metadata (library_name, pipeline_tag from
   the head, tags, license, base_model, datasets, metrics) and a usage snippet that runs as written.
-- `push_model(model, repo_id, ...)`: what `model.push_to_hub(...)` does for our models: weights, config
-  with `auto_map`, the code files, the tokenizer when given, and the card, in one commit.
+- `push_model(model, repo_id, ...)`: a model in memory: weights, config with `auto_map`, the code
+  files, the tokenizer when given, and the card, in one commit.
+- `push_run(folder, repo_id, ...)`: the end of a training run with --push_to_hub.
 - `push_folder(folder, repo_id, ...)`: push a folder that `save_pretrained` (or a converter, or
   examples/pretrain.py) wrote. It refuses a folder whose code files are missing or differ from this
   package's (a repo that loads other code than the weights were made with), unless `refresh_code`
@@ -11,18 +12,24 @@
 
     python -m modeling_gpt_scratch.hub push out/pretrain your-name/my-gpt [--refresh_code] [--private]
 
-Errors are `HubError`, one line saying what to do; the CLI prints `error: ...` and exits 2.
+Errors are `HubError` (a `CLIError`), one line saying what to do; the CLI prints `error: ...` and
+exits 1, as every script of the project does.
 """
 
-import argparse
 import fnmatch
 import json
+import math
 import os
 import re
 import struct
 import sys
 import tempfile
 from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData, constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .cli import ArgumentParser, CLIError, one_line, run_cli
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CODE_FILES = ("configuration_gpt_scratch.py", "modeling_gpt_scratch.py")
@@ -45,23 +52,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-class HubError(Exception):
+class HubError(CLIError):
     """Pushing cannot go on; the message is one line that says how to fix it."""
 
 
-def _one_line(text: object, limit: int = 600) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def check_repo_id(repo_id: str) -> str:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+def check_repo_id(repo_id: str, flag: str | None = None) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise HubError(
-            f"invalid repo id {repo_id!r}: use NAME or OWNER/NAME (letters, digits, '-', '_', '.'; "
+            f"{flag + ': ' if flag else ''}invalid repo id {repo_id!r}: use NAME or OWNER/NAME (letters, digits, '-', '_', '.'; "
             "no '--' or '..'; at most 96 characters)."
         ) from None
     return repo_id
@@ -134,8 +134,6 @@ def model_card(
 ) -> str:
     """README.md for a repo holding `config` (a config.json dict): metadata the Hub indexes, what the
     model is, and a snippet that loads it from `repo_id` and runs it."""
-    from huggingface_hub import ModelCardData
-
     arch, tag, auto = _head(config)
     license = license or BASE_LICENSES.get(base_model or "", DEFAULT_LICENSE)
     all_tags = ["gpt-scratch", "llms-from-scratch"]
@@ -269,11 +267,9 @@ def push_folder(
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise HubError(f"{folder}/config.json: {_one_line(e)}") from e
+        raise HubError(f"{folder}/config.json: {one_line(e)}") from e
     files = _files(folder, tuple(ignore_patterns))
     files.update(_code_sources(folder, config, files, check_code, refresh_code))
-
-    from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
         raise HubError("HF_HUB_OFFLINE=1 is set and pushing needs the network: run with HF_HUB_OFFLINE=0.")
@@ -306,7 +302,7 @@ def push_folder(
     except HubError:
         raise
     except Exception as e:  # huggingface_hub and httpx raise many kinds: HTTP status, network, auth
-        raise HubError(f"pushing {folder} to {repo_id} failed: {_one_line(e)}") from e
+        raise HubError(f"pushing {folder} to {repo_id} failed: {one_line(e)}") from e
 
 
 def push_model(
@@ -325,17 +321,10 @@ def push_model(
     datasets: list[str] | None = None,
     metrics: dict[str, float] | None = None,
     license: str | None = None,
-    **unsupported,
 ):
-    """`model.push_to_hub(repo_id, ...)` for our models: `save_pretrained` into a temporary folder
-    (weights, config with auto_map, code files), the tokenizer if given, a card, one commit.
-    `base_model` defaults to the Hub id the model was loaded from, when it was one."""
-    if unsupported.pop("create_pr", False):
-        raise HubError(
-            "create_pr is not supported by gpt-scratch's push_to_hub; push to a branch (revision=)."
-        )
-    if unsupported:
-        raise TypeError(f"push_to_hub() got unexpected arguments {sorted(unsupported)}")
+    """Push a model of ours: `save_pretrained` into a temporary folder (weights, config with auto_map,
+    code files), the tokenizer if given, a card, one commit. `base_model` defaults to the Hub id the
+    model was loaded from, when it was one."""
     check_repo_id(repo_id)
     if base_model is None:
         base_model = hub_id_or_none(getattr(model.config, "_name_or_path", None))
@@ -363,11 +352,33 @@ def push_model(
         )
 
 
+def push_run(folder, repo_id: str, *, token=None, val_loss=None, base_model=None, datasets=None):
+    """The end of a training run with --push_to_hub: `folder` without its checkpoints, one commit, a
+    card with the validation loss. A failure says how to push the saved folder later."""
+    metrics = {"validation loss": val_loss, "validation perplexity": math.exp(val_loss)} if val_loss else {}
+    try:
+        info = push_folder(
+            folder,
+            repo_id,
+            token=token,
+            commit_message="End of training",
+            base_model=hub_id_or_none(base_model),
+            datasets=datasets,
+            metrics=metrics,
+            ignore_patterns=("checkpoints/*",),
+        )
+    except HubError as e:
+        raise HubError(
+            f"the model is saved in {folder}, but {e} (push it later: python -m modeling_gpt_scratch.hub push "
+            f"{folder} {repo_id})"
+        ) from e
+    print(f"Pushed {folder} -> {info.commit_url}", flush=True)
+    return info
+
+
 # -------------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_gpt_scratch.hub", description=__doc__.split("\n\n")[0]
-    )
+def main(argv: list[str] | None = None) -> None:
+    parser = ArgumentParser(prog="python -m modeling_gpt_scratch.hub", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("push", help="push a saved model folder to a Hub repo")
     p.add_argument("folder", help="a folder written by save_pretrained, a converter or examples/pretrain.py")
@@ -384,29 +395,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--exclude", action="append", default=[], help="glob of files not to push (repeatable)")
     args = parser.parse_args(argv)
-    try:
-        info = push_folder(
-            args.folder,
-            args.repo_id,
-            token=args.token,
-            private=args.private or None,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            base_model=args.base_model,
-            datasets=args.datasets,
-            license=args.license,
-            refresh_code=args.refresh_code,
-            ignore_patterns=("checkpoints/*", *args.exclude),
-        )
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; the push may not have completed.", file=sys.stderr)
-        return 130
+    info = push_folder(
+        args.folder,
+        args.repo_id,
+        token=args.token,
+        private=args.private or None,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        base_model=args.base_model,
+        datasets=args.datasets,
+        license=args.license,
+        refresh_code=args.refresh_code,
+        ignore_patterns=("checkpoints/*", *args.exclude),
+    )
     print(f"Pushed {args.folder} -> {info.commit_url} (revision {info.oid})")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,9 +1,11 @@
-"""Shared fixtures: the public data in ../shared (see ../shared/data/README.md), tiny models, and
-writable caches so tests never touch the user's Hub or datasets cache."""
+"""Shared fixtures and helpers: the public data in ../shared (see ../shared/data/README.md), tiny
+models, writable caches so tests never touch the user's Hub or datasets cache, and the checks every
+script's test makes (a script run as a user runs it; a clean failure: one `error:` line, status 1)."""
 
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,16 +19,30 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script, *args, env, timeout=300):
-    """A project script run as a user runs it: its own Python process, from the repository root."""
+def run_script(script, *args, env, timeout=300, launcher=(sys.executable,)):
+    """A project script run as a user runs it: its own Python process (or `launcher`'s, e.g.
+    torchrun), from the repository root."""
     return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
+        [*launcher, str(script), *map(str, args)],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=timeout,
+    )
+
+
+def start_script(script, *args, env, launcher=(sys.executable,), stderr=subprocess.PIPE):
+    """`run_script` started in the background: the Popen, its stdout a text pipe."""
+    return subprocess.Popen(
+        [*launcher, str(script), *map(str, args)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        encoding="utf-8",
     )
 
 
@@ -43,6 +59,46 @@ def serve_folder(folder):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def script_env(tmp_path_factory, threads: int = 1) -> dict:
+    """The environment a script runs in: offline, UTF-8, unbuffered, its own datasets and modules
+    caches, `threads` OpenMP threads."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
+    env["HF_MODULES_CACHE"] = str(tmp_path_factory.mktemp("hf_modules"))
+    return env
+
+
+def load_example(name: str):
+    """examples/<name>.py as a module, so that its functions and error paths run in this process."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fails_cleanly(result, message):
+    """A script that stopped on bad input: status 1, one `error: ...` line on stderr that holds
+    `message`, no traceback. Returns the line."""
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    return lines[0]
+
+
+def cli_error(main, argv, capsys) -> str:
+    """`run_cli(main, argv)` in this process ends with status 1 and one `error:` line; returns it."""
+    from modeling_gpt_scratch.cli import run_cli
+
+    capsys.readouterr()
+    assert run_cli(main, [str(a) for a in argv]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
 
 
 def ok(result):

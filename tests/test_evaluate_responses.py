@@ -1,7 +1,6 @@
 """examples/evaluate_responses.py against small HTTP servers on 127.0.0.1 that speak Ollama's /api/chat
 (streamed NDJSON, as the book reads it) and the OpenAI chat-completions API, and against a local model."""
 
-import importlib.util
 import json
 import threading
 import time
@@ -9,7 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import cli_error, load_example
 
+from modeling_gpt_scratch.cli import run_cli
 from modeling_gpt_scratch.instruction import judge_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,10 +19,7 @@ SCRIPT = REPO / "examples" / "evaluate_responses.py"
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_responses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("evaluate_responses")
 
 
 def entry(response):
@@ -31,7 +29,8 @@ def entry(response):
 class FakeJudge:
     """A server whose answer depends on the model response inside the prompt:
     "score N" -> N; "chatty" -> words; "flaky" -> HTTP 500 once, then 70; "broken" -> 500 always;
-    "slow" -> answers after 1 s (past the client's timeout)."""
+    "slow" -> answers after 1 s (past the client's timeout); "trickle" -> blank lines, a few a second,
+    for 4 s; "null" -> an answer whose content is null, "number" -> one whose content is the number 7."""
 
     def __init__(self, openai=False):
         self.requests = []
@@ -50,6 +49,14 @@ class FakeJudge:
                 judge.calls[kind] = judge.calls.get(kind, 0) + 1
                 if kind == "slow":
                     time.sleep(1.0)
+                if kind == "trickle":
+                    self.send_response(200)
+                    self.end_headers()
+                    for _ in range(20):
+                        self.wfile.write(b"\n")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return
                 if kind == "broken" or (kind == "flaky" and judge.calls[kind] == 1):
                     self.send_response(500)
                     self.end_headers()
@@ -60,7 +67,8 @@ class FakeJudge:
                     self.end_headers()
                     self.wfile.write(b'{"error": "model \\"llama3\\" not found, try pulling it first"}')
                     return
-                answer = {"flaky": "70", "chatty": "This response is quite good!"}.get(kind, kind.split()[-1])
+                answers = {"flaky": "70", "chatty": "This response is quite good!", "null": None, "number": 7}
+                answer = answers.get(kind, kind.split()[-1])
                 self.send_response(200)
                 if openai:
                     payload = {"choices": [{"message": {"role": "assistant", "content": answer}}]}
@@ -72,7 +80,8 @@ class FakeJudge:
                     return
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
-                for i, part in enumerate([answer[:1], answer[1:], ""]):  # streamed a piece at a time
+                parts = [answer[:1], answer[1:], ""] if isinstance(answer, str) else [answer, "", ""]
+                for i, part in enumerate(parts):  # streamed a piece at a time
                     line = {
                         "model": body["model"],
                         "message": {"role": "assistant", "content": part},
@@ -151,19 +160,18 @@ def test_ollama_scores_retries_and_counts(script, ollama, tmp_path, capsys):
 
 def test_ollama_unknown_model_stops_with_one_line(script, ollama, tmp_path, capsys):
     ollama.status = 404
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", ollama.url])
-    assert exit_info.value.code == 2
+    assert (
+        run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", ollama.url])
+        == 1
+    )
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("evaluate_responses.py: error: ") and "404" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "404" in lines[0]
     assert "not found" in lines[0]
 
 
 def test_no_server_stops_with_a_hint(script, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", "http://127.0.0.1:9",
-                     "--retries", "1", "--retry_delay", "0", "--timeout", "2"])  # fmt: skip
-    assert exit_info.value.code == 2
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--ollama_url", "http://127.0.0.1:9",
+                 "--retries", "1", "--retry_delay", "0", "--timeout", "2"]) == 1  # fmt: skip
     lines = capsys.readouterr().err.strip().splitlines()
     assert (
         len(lines) == 1
@@ -173,10 +181,8 @@ def test_no_server_stops_with_a_hint(script, tmp_path, capsys):
 
 
 def test_nothing_scored_is_exit_1(script, ollama, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["broken", "chatty"])), "--ollama_url", ollama.url,
-                     "--retries", "0"])  # fmt: skip
-    assert exit_info.value.code == 1
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["broken", "chatty"])), "--ollama_url", ollama.url,
+                 "--retries", "0"]) == 1  # fmt: skip
     captured = capsys.readouterr()
     assert "Number of scores: 0 of 2" in captured.out and "Average score" not in captured.out
     assert "HTTP 500" in captured.err
@@ -209,10 +215,8 @@ def test_local_judge_runs_a_model_folder(script, tmp_path, capsys):
     GPTScratchForCausalLM(config).save_pretrained(tmp_path / "judge")
     load_tokenizer().save_pretrained(tmp_path / "judge")
     out = tmp_path / "scored.json"
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(write(tmp_path, ["score 5"])), "--output_file", str(out),
-                     "--judge", "local", "--judge_model", str(tmp_path / "judge"), "--max_new_tokens", "3"])  # fmt: skip
-    assert exit_info.value.code == 1
+    assert run_cli(script.main, ["--input_file", str(write(tmp_path, ["score 5"])), "--output_file", str(out),
+                 "--judge", "local", "--judge_model", str(tmp_path / "judge"), "--max_new_tokens", "3"]) == 1  # fmt: skip
     assert "Answers that are not a score: 1" in capsys.readouterr().out
     answer = json.loads(out.read_text())[0]["judge_answer"]
     assert isinstance(answer, str) and answer
@@ -221,7 +225,33 @@ def test_local_judge_runs_a_model_folder(script, tmp_path, capsys):
 def test_bad_input_file(script, tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps([entry("x"), {"instruction": "a", "output": "b"}]))
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(["--input_file", str(path)])
-    assert exit_info.value.code == 2
+    assert run_cli(script.main, ["--input_file", str(path)]) == 1
     assert 'entry 1 has no "model_response" key' in capsys.readouterr().err
+
+
+def test_a_trickling_server_meets_the_deadline_and_odd_answers_are_counted(script, ollama, tmp_path, capsys):
+    """Blank lines that never end an answer stop at --timeout (for the whole answer), and answers whose
+    content is null or a number are "not a score" (7 is read as the text "7"), with nothing lost."""
+    out = tmp_path / "scored.json"
+    start = time.monotonic()
+    code = run_cli(script.main, ["--input_file", str(write(tmp_path, ["trickle", "null", "number", "score 9"])),
+                                 "--output_file", str(out), "--ollama_url", ollama.url, "--timeout", "1",
+                                 "--retries", "0"])  # fmt: skip
+    assert code == 0 and time.monotonic() - start < 4
+    assert [e["score"] for e in json.loads(out.read_text())] == [None, None, 7, 9]
+    assert "Number of scores: 2 of 4" in capsys.readouterr().out
+
+
+def test_the_input_file_is_never_the_output(script, tmp_path, capsys):
+    path = write(tmp_path, ["score 5"])
+    before = path.read_text()
+    assert "is the input file" in cli_error(
+        script.main, ["--input_file", path, "--output_file", path], capsys
+    )
+    assert "does not exist" in cli_error(
+        script.main, ["--input_file", path, "--output_file", tmp_path / "no" / "x.json"], capsys
+    )
+    assert "--max_entries must be at least 1" in cli_error(
+        script.main, ["--input_file", path, "--max_entries", -1], capsys
+    )
+    assert path.read_text() == before

@@ -3,7 +3,6 @@ book's SMS preparation against pandas, the train modes, LoRA saving, gradient ac
 Trainer, an end-to-end run loaded by `pipeline`, and one-line errors."""
 
 import csv
-import importlib.util
 import json
 import os
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script, serve_folder
+from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script, serve_folder
 from transformers import AutoModelForSequenceClassification
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
@@ -33,19 +32,12 @@ SMALL = dict(emb_dim=32, n_layers=2, n_heads=2, context_length=64, drop_rate=0.0
 QUIET = ["--disable_tqdm", "true", "--use_cpu", "--report_to", "none"]
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def example():
-    return load_example()
+    return load_example("finetune_classifier")
 
 
 @pytest.fixture(scope="module")
@@ -299,14 +291,8 @@ def test_lora_saves_adapter_and_merged_model(env, base_lm, tmp_path):
 
 # -------------------------------------------------------------------------------------------- errors
 def fails(example, capsys, argv, message):
-    try:
-        code = example.main([str(a) for a in argv])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("finetune_classifier.py: error: "), err
-    assert message in err[0], err[0]
+    line = cli_error(example.main, argv, capsys)
+    assert message in line, line
 
 
 def test_bad_input_is_one_line_before_training(example, capsys, tmp_path, env, monkeypatch):
@@ -337,6 +323,27 @@ def test_bad_input_is_one_line_before_training(example, capsys, tmp_path, env, m
     assert not (tmp_path / "never").exists()
 
 
+def test_the_base_model_and_a_full_folder_are_never_overwritten(example, capsys, base_lm, tmp_path):
+    before = {p.name: p.read_bytes() for p in base_lm.iterdir()}
+    fails(
+        example,
+        capsys,
+        ["--model_name_or_path", base_lm, "--output_dir", base_lm, *QUIET],
+        "is where the input",
+    )
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("keep")
+    fails(
+        example,
+        capsys,
+        ["--model_name_or_path", base_lm, "--output_dir", full, *QUIET],
+        "--overwrite_output_dir",
+    )
+    assert {p.name: p.read_bytes() for p in base_lm.iterdir()} == before
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
 def test_offline_without_the_sms_file_says_where_to_put_it(env, tmp_path):
     result = run_example(
         {**env, "GPT_SCRATCH_CACHE": str(tmp_path / "cache")},
@@ -345,8 +352,5 @@ def test_offline_without_the_sms_file_says_where_to_put_it(env, tmp_path):
         "--output_dir",
         tmp_path / "o",
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_classifier.py: error: "), result.stderr
-    assert str(tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection") in lines[0]
-    assert "offline" in lines[0] and "--train_file" in lines[0]
+    line = fails_cleanly(result, str(tmp_path / "cache" / "sms_spam_collection" / "SMSSpamCollection"))
+    assert "offline" in line and "--train_file" in line

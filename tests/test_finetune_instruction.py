@@ -2,7 +2,6 @@
 the loss the Trainer computes from them, LoRA merging, and examples/finetune_instruction.py run as a user
 runs it, on a 1.6M-parameter GPT and the book's instruction-data.json from ../shared/data."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, ok, run_script
+from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
@@ -60,10 +59,7 @@ def small_model(seed=0):
 @pytest.fixture(scope="module")
 def script():
     """examples/finetune_instruction.py as a module, so its error paths run in this process (fast)."""
-    spec = importlib.util.spec_from_file_location("finetune_instruction", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("finetune_instruction")
 
 
 # --------------------------------------------------------------------------------- the book's pieces
@@ -245,22 +241,15 @@ def test_full_finetuning_learns(env, data_file, tmp_path):
 def test_malformed_json_fails_cleanly(env, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]')
-    result = run(env, *SMALL, "--train_file", bad, "--output_dir", tmp_path / "out")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_instruction.py: error: "), result.stderr
-    assert "not valid JSON" in lines[0] and "line 2" in lines[0]
+    line = fails_cleanly(
+        run(env, *SMALL, "--train_file", bad, "--output_dir", tmp_path / "out"), "not valid JSON"
+    )
+    assert "line 2" in line
     assert not (tmp_path / "out").exists()
 
 
 def error_of(script, capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        script.main([str(a) for a in argv])
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("finetune_instruction.py: error: "), lines
-    return lines[0]
+    return cli_error(script.main, argv, capsys)
 
 
 @pytest.mark.parametrize(
@@ -300,6 +289,18 @@ def test_offline_without_data_says_where_to_put_it(script, capsys, monkeypatch, 
 
 def test_model_choice_is_required(script, capsys, tmp_path):
     assert "--config_name" in error_of(script, capsys, "--output_dir", tmp_path / "o")
+
+
+def test_the_data_or_a_full_folder_are_never_overwritten(script, capsys, data_file, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.json").write_text(data_file.read_text())
+    line = error_of(script, capsys, *SMALL, "--train_file", data / "train.json", "--output_dir", data)
+    assert "is where the input" in line
+    assert "--overwrite_output_dir" in error_of(
+        script, capsys, *SMALL, "--train_file", data_file, "--output_dir", data
+    )
+    assert [p.name for p in data.iterdir()] == ["train.json"]
 
 
 def test_push_to_hub_uses_the_trainers_push_with_the_merged_model(script, data_file, monkeypatch, tmp_path):

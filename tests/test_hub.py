@@ -104,23 +104,24 @@ def snippet(card: str) -> str:
 # --------------------------------------------------------------------- push, then load without the package
 PUSH = """
 import torch, modeling_gpt_scratch
+from modeling_gpt_scratch import hub
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM, GPTScratchForSequenceClassification
 tok = AutoTokenizer.from_pretrained({tok!r})
 x = torch.tensor([[6109, 3626, 6100, 345]])
 torch.manual_seed(0)
 model = GPTScratchForCausalLM(GPTScratchConfig(**{tiny!r})).eval()
-first = model.push_to_hub("tester/gen", tokenizer=tok, datasets=["the-verdict"], metrics={{"validation loss": 6.5}})
+first = hub.push_model(model, "tester/gen", tokenizer=tok, datasets=["the-verdict"], metrics={{"validation loss": 6.5}})
 with torch.no_grad():
     torch.save(model(x).logits, "first.pt")
     for p in model.parameters():
         p.add_(0.01)
     torch.save(model(x).logits, "second.pt")
-second = model.push_to_hub("tester/gen", tokenizer=tok)
+second = hub.push_model(model, "tester/gen", tokenizer=tok)
 open("revisions.txt", "w").write(first.oid + " " + second.oid)
 cls = GPTScratchForSequenceClassification(GPTScratchConfig(**{tiny!r}, num_labels=2,
     id2label={{0: "ham", 1: "spam"}}, label2id={{"ham": 0, "spam": 1}})).eval()
-cls.push_to_hub("tester/cls", tokenizer=tok)
+hub.push_model(cls, "tester/cls", tokenizer=tok)
 with torch.no_grad():
     torch.save(cls(x).logits, "cls.pt")
 # With the package imported, the repo loads without trust_remote_code, into the package's own class.
@@ -293,7 +294,7 @@ def test_push_folder_refuses_with_one_line_and_leaves_the_folder(case, saved, on
     if case == "server error":
         online.fail["commit"] = 500
     before, commits = folder_hash(saved), {r: len(online.history(r)) for r in online.repos}
-    assert hub.main(["push", str(saved), repo_id, "--token", TOKEN]) == 2
+    assert run_cli(hub.main, ["push", str(saved), repo_id, "--token", TOKEN]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     if case in ("missing code", "stale code"):
@@ -307,7 +308,9 @@ def test_push_folder_refuses_with_one_line_and_leaves_the_folder(case, saved, on
 def test_refresh_code_pushes_the_packages_files_and_skips_checkpoints(saved, online, capsys):
     edit(saved, "modeling_gpt_scratch.py", "# an older version\n")
     before = folder_hash(saved)
-    assert hub.main(["push", str(saved), "tester/refreshed", "--token", TOKEN, "--refresh_code"]) == 0
+    assert (
+        run_cli(hub.main, ["push", str(saved), "tester/refreshed", "--token", TOKEN, "--refresh_code"]) == 0
+    )
     files = online.files("tester/refreshed")
     assert (
         files["modeling_gpt_scratch.py"]
@@ -322,7 +325,7 @@ def test_offline_push_is_refused(saved, monkeypatch, capsys):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert hub.main(["push", str(saved), "tester/x"]) == 2
+    assert run_cli(hub.main, ["push", str(saved), "tester/x"]) == 1
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
 
 
@@ -356,6 +359,7 @@ def test_convert_hf_gpt2_pushes_with_the_hub_input_as_base_model(fake_hub, hub_e
 
 TRAINER = """
 import torch, modeling_gpt_scratch
+from modeling_gpt_scratch import hub
 from transformers import Trainer, TrainingArguments
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
 torch.manual_seed(0)

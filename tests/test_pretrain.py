@@ -2,18 +2,27 @@
 the book's The Verdict from ../shared/data; and the book's data pipeline (modeling_gpt_scratch.data)."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script, serve_folder
+from conftest import (
+    REPO,
+    cli_error,
+    fails_cleanly,
+    load_example,
+    ok,
+    run_script,
+    script_env,
+    serve_folder,
+    start_script,
+)
 from transformers import AutoModelForCausalLM
 
+from modeling_gpt_scratch import training
+from modeling_gpt_scratch.cli import CLIError
 from modeling_gpt_scratch.data import (
     DataError,
     SlidingWindowDataset,
@@ -23,6 +32,7 @@ from modeling_gpt_scratch.data import (
     train_val_split,
 )
 from modeling_gpt_scratch.tokenization import get_tiktoken_encoding, load_tokenizer
+from modeling_gpt_scratch.training import book_init_
 
 PRETRAIN = REPO / "examples" / "pretrain.py"
 # The tiny preset cut down to 1.6M parameters (GPT-2's vocabulary stays, so the tokenizer fits).
@@ -37,24 +47,13 @@ def verdict(shared_data):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
+    env = script_env(tmp_path_factory, threads=2)
     env["GPT_SCRATCH_CACHE"] = str(tmp_path_factory.mktemp("empty_data_cache"))
     return env
 
 
 def pretrain(env, *args, timeout=300):
     return run_script(PRETRAIN, *args, env=env, timeout=timeout)
-
-
-def fails_cleanly(result, message):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert lines[0].startswith("pretrain.py: error: ")
 
 
 def log_of(folder):
@@ -125,22 +124,13 @@ def test_the_verdict_is_downloaded_once_into_the_cache(verdict, tmp_path, monkey
         the_verdict_path(tmp_path / "other", url=url)
 
 
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretrain_script", PRETRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_init_book_gives_the_books_untrained_model():
     """--init book: PyTorch's default initialization after torch.manual_seed(123), in the book's module
     order, gives chapter 5's untrained GPT_CONFIG_124M (context 256) and its gibberish, token for token."""
     from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
 
     model = GPTScratchForCausalLM(GPTScratchConfig.from_preset("GPT_CONFIG_124M", context_length=256))
-    load_script().book_init_(model, 123)
+    book_init_(model, 123)
     model.eval()
     tokenizer = load_tokenizer()
     ids = tokenizer("Every effort moves you", return_tensors="pt").input_ids
@@ -248,15 +238,7 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(env, verdict, tmp_path)
 def test_sigterm_saves_a_checkpoint_that_resumes(env, verdict, tmp_path):
     out = tmp_path / "run"
     args = [*SMALL, *QUIET, "--train_file", verdict, "--output_dir", out, "--max_train_steps", 400]
-    proc = subprocess.Popen(
-        [sys.executable, str(PRETRAIN), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
+    proc = start_script(PRETRAIN, *args, env=env)
     try:
         for line in proc.stdout:  # the first evaluation happens after the first step
             if line.startswith("Ep 1 (Step 000001)"):
@@ -472,3 +454,94 @@ def test_report_to_tensorboard(env, verdict, tmp_path):
     args = ["--report_to", "tensorboard", "--max_train_steps", 2]
     ok(pretrain(env, *SMALL, *QUIET, "--train_file", verdict, "--output_dir", out, *args))
     assert list((out / "runs").rglob("events.out.tfevents.*"))
+
+
+# --------------------------------------------------------------------- defaults, options, checkpoints
+def test_defaults_follow_what_is_trained():
+    """The book's chapter 5 settings for its models; for the small tiny preset the ones that learn in
+    a minute (make demo); an option given on the command line always wins."""
+    script = load_example("pretrain")
+    book = script.parse_args(["--config_name", "GPT_CONFIG_124M"])
+    assert (book.learning_rate, book.num_train_epochs, book.eval_steps, book.max_new_tokens) == (
+        4e-4,
+        10,
+        5,
+        50,
+    )
+    assert book.block_size is None and book.recipe["block_size"] is None  # the whole context
+    tiny = script.parse_args(["--config_name", "tiny"])
+    assert (tiny.learning_rate, tiny.num_train_epochs, tiny.eval_steps, tiny.max_new_tokens) == (
+        3e-3,
+        15,
+        45,
+        30,
+    )
+    assert tiny.recipe["block_size"] == 128
+    mine = script.parse_args(["--config_name", "tiny", "--learning_rate", "1e-3", "--eval_steps", "7"])
+    assert (mine.learning_rate, mine.eval_steps, mine.num_train_epochs) == (1e-3, 7, 15)
+
+
+BAD_OPTIONS = {
+    "infinite learning rate": (
+        ["--learning_rate", "inf"],
+        "--learning_rate must be a finite number, got inf",
+    ),
+    "weight decay nan": (["--weight_decay", "nan"], "--weight_decay must be a finite number, got nan"),
+    "no validation at all": (
+        ["--validation_split_percentage", 100],
+        "--validation_split_percentage must be below 100",
+    ),
+    "a typo in an override": (["--config_overrides", "context_lenght=64"], "has no field 'context_lenght'"),
+    "an override of the wrong type": (["--config_overrides", "vocab_size=50k"], "vocab_size is an integer"),
+    "an unknown preset": (["--config_name", "tiny2"], "is neither a preset"),
+    "an unknown option": (["--learning-rate", "1"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_options_are_one_line(case, tmp_path, capsys):
+    args, message = BAD_OPTIONS[case]
+    argv = ["--config_name", "tiny", "--output_dir", tmp_path / "out", *args]
+    assert message in cli_error(load_example("pretrain").main, argv, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def fake_checkpoint(root, step, state=None):
+    folder = root / "checkpoints" / f"step_{step}"
+    folder.mkdir(parents=True)
+    if state is not False:
+        (folder / training.STATE_FILE).write_text(state or json.dumps({"global_step": step}))
+    return folder
+
+
+def test_latest_is_the_newest_complete_checkpoint(tmp_path):
+    fake_checkpoint(tmp_path, 3)
+    fake_checkpoint(tmp_path, 8)
+    fake_checkpoint(tmp_path, 9, state='{"global_st')  # torn: its state file was cut short
+    fake_checkpoint(tmp_path, 10, state=False)  # not finished: no state file yet
+    assert training.find_checkpoint("latest", tmp_path) == tmp_path / "checkpoints" / "step_8"
+    assert [step for step, _ in training.complete_checkpoints(tmp_path)] == [3, 8]
+    with pytest.raises(CLIError, match="no complete checkpoint"):
+        training.find_checkpoint("latest", tmp_path / "empty")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("code from the checkpoint ran",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    folder = fake_checkpoint(tmp_path, 2)
+    torch.save({"step": torch.tensor(1)}, folder / "random_states_0.pkl")
+    training.check_no_code(folder)  # tensors and numbers load
+    torch.save({"payload": RunsCode()}, folder / "custom_checkpoint_0.pkl")
+    with pytest.raises(CLIError, match="custom_checkpoint_0.pkl holds more than tensors"):
+        training.check_no_code(folder)
+    assert "code from the checkpoint ran" not in capsys.readouterr().out
+
+
+def test_a_loss_that_is_not_a_number_stops_the_run():
+    training.check_finite(3.2, 5)
+    for loss in (float("nan"), float("inf")):
+        with pytest.raises(CLIError, match="the training loss is .* at step 5: the weights diverged"):
+            training.check_finite(loss, 5)

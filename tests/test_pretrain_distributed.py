@@ -6,18 +6,17 @@ Every case asserts the world size it asked for: on CPU some launch flags quietly
 or two that never talk to each other (../shared/docs/facts.md)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_script, script_env, start_script
 from transformers import AutoModelForCausalLM
 
 import modeling_gpt_scratch  # noqa: F401  (registers the model with the Auto classes)
 
-REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "examples" / "pretrain.py"
 CONFIGS = REPO / "examples" / "accelerate_configs"
 TIMEOUT = 420
@@ -47,11 +46,7 @@ TRAIN = [
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets_cache"))
-    env["HF_MODULES_CACHE"] = str(tmp_path_factory.mktemp("hf_modules"))
+    env = script_env(tmp_path_factory)
     # Where no GPU is, pretrain.py asks Accelerate for cpu=True itself; this makes it explicit.
     env["ACCELERATE_USE_CPU"] = "1"
     for name in [n for n in env if n.startswith(("ACCELERATE_", "FSDP_")) and n != "ACCELERATE_USE_CPU"]:
@@ -65,15 +60,7 @@ def data(shared_data):
 
 
 def run(env, launcher, *args):
-    result = subprocess.run(
-        [*launcher, str(PRETRAIN), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=TIMEOUT,
-    )
+    result = run_script(PRETRAIN, *args, env=env, timeout=TIMEOUT, launcher=launcher)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -250,17 +237,7 @@ def test_multi_node_config_with_two_machines_on_localhost(env, data, reference, 
             "--main_process_port",
             str(port),
         ]
-        procs.append(
-            subprocess.Popen(
-                [*launcher, str(PRETRAIN), *map(str, args)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-            )
-        )
+        procs.append(start_script(PRETRAIN, *args, env=env, launcher=launcher, stderr=subprocess.STDOUT))
     try:
         outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     finally:
