@@ -42,7 +42,7 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(RUN) $(PY) examples/pretrain.py --config_name tiny $${GPT_SCRATCH_SHARED_DATA:+--train_file "$$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt"} --block_size 128 --num_train_epochs 15 --learning_rate 3e-3 --eval_steps 45 --max_new_tokens 30 --output_dir out/pretrain --overwrite_output_dir && $(RUN) $(PY) examples/generate.py out/pretrain --max_new_tokens 30
+	$(RUN) $(PY) examples/pretrain.py --config_name tiny $${GPT_SCRATCH_SHARED_DATA:+--train_file "$$GPT_SCRATCH_SHARED_DATA/the-verdict/the-verdict.txt"} --output_dir out/pretrain --overwrite_output_dir && $(RUN) $(PY) examples/generate.py out/pretrain --max_new_tokens 30
 
 test: $(TEST_STAMP)
 	$(RUN) $(PY) -m pytest -q
