@@ -103,24 +103,15 @@ def run_book_train_model(monkeypatch, n_batches, n_epochs, warmup_steps, peak_lr
     steps, clipped = [], []
     optimizer.register_step_pre_hook(lambda *args: steps.append(len(steps)))
     clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(
-        torch.nn.utils, "clip_grad_norm_", lambda *a, **k: (clipped.append(len(steps)), clip(*a, **k))[1]
-    )
-    *_, lrs = book_d.train_model(
-        model,
-        batches,
-        batches[:1],
-        optimizer,
-        "cpu",
-        n_epochs=n_epochs,
-        eval_freq=1000,
-        eval_iter=1,
-        start_context="Every effort",
-        tokenizer=tiktoken.get_encoding("gpt2"),
-        warmup_steps=warmup_steps,
-        orig_book_version=orig_book_version,
-    )
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # the book calls torch.nn.utils.clip_grad_norm_: count the calls
+        patch.setattr(
+            torch.nn.utils, "clip_grad_norm_", lambda *a, **k: (clipped.append(len(steps)), clip(*a, **k))[1]
+        )
+        *_, lrs = book_d.train_model(
+            model, batches, batches[:1], optimizer, "cpu", n_epochs=n_epochs, eval_freq=1000, eval_iter=1,
+            start_context="Every effort", tokenizer=tiktoken.get_encoding("gpt2"), warmup_steps=warmup_steps,
+            orig_book_version=orig_book_version,
+        )  # fmt: skip
     assert steps == list(range(n_batches * n_epochs))
     return lrs, clipped
 
