@@ -17,11 +17,8 @@ torch generator, used in this order:
 used exactly as the book uses it), our model, and the book's loss (`cross_entropy` over every
 position of the `(input, target)` windows):
 
-    torch.manual_seed(123)                                       # or: model built any way, then
-    model = GPTScratchForCausalLM(config); book_init_(model, 123)  # book_init_ reseeds and draws
-    train_loader = create_dataloader_v1(train_text, batch_size=2, max_length=256, stride=256)
-    val_loader = create_dataloader_v1(val_text, batch_size=2, max_length=256, stride=256,
-                                      shuffle=False, drop_last=False)
+    model = book_init_(GPTScratchForCausalLM(config), 123)  # seeds, then draws the book's weights
+    train_loader, val_loader = book_loaders(train_text, val_text, block_size=256, batch_size=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
     history = train_model_simple(model, train_loader, val_loader, optimizer, num_epochs=10)
 
@@ -68,6 +65,19 @@ def use_book_dropout(model):
         else:
             model.config._attn_implementation = "eager"
     return model
+
+
+def book_loaders(train_text, val_text, *, block_size=256, stride=None, batch_size=2, tokenizer=None):
+    """Chapter 5's loaders: windows of `block_size` tokens moved by `stride` (default: the block size),
+    the training loader shuffled (its order drawn from the global generator at every pass) without
+    its last partial batch, the validation loader in order with all its windows."""
+    from .data import create_dataloader_v1
+
+    stride = stride or block_size
+    common = {"batch_size": batch_size, "max_length": block_size, "stride": stride, "tokenizer": tokenizer}
+    train_loader = create_dataloader_v1(train_text, **common, shuffle=True, drop_last=True)
+    val_loader = create_dataloader_v1(val_text, **common, shuffle=False, drop_last=False)
+    return train_loader, val_loader
 
 
 def calc_loss_batch(input_batch, target_batch, model, device):
@@ -168,6 +178,7 @@ __all__ = [
     "BOOK_SEED",
     "book_init_",
     "use_book_dropout",
+    "book_loaders",
     "calc_loss_batch",
     "calc_loss_loader",
     "evaluate_model",

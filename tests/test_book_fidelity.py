@@ -103,24 +103,15 @@ def run_book_train_model(monkeypatch, n_batches, n_epochs, warmup_steps, peak_lr
     steps, clipped = [], []
     optimizer.register_step_pre_hook(lambda *args: steps.append(len(steps)))
     clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(
-        torch.nn.utils, "clip_grad_norm_", lambda *a, **k: (clipped.append(len(steps)), clip(*a, **k))[1]
-    )
-    *_, lrs = book_d.train_model(
-        model,
-        batches,
-        batches[:1],
-        optimizer,
-        "cpu",
-        n_epochs=n_epochs,
-        eval_freq=1000,
-        eval_iter=1,
-        start_context="Every effort",
-        tokenizer=tiktoken.get_encoding("gpt2"),
-        warmup_steps=warmup_steps,
-        orig_book_version=orig_book_version,
-    )
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:  # the book calls torch.nn.utils.clip_grad_norm_: count the calls
+        patch.setattr(
+            torch.nn.utils, "clip_grad_norm_", lambda *a, **k: (clipped.append(len(steps)), clip(*a, **k))[1]
+        )
+        *_, lrs = book_d.train_model(
+            model, batches, batches[:1], optimizer, "cpu", n_epochs=n_epochs, eval_freq=1000, eval_iter=1,
+            start_context="Every effort", tokenizer=tiktoken.get_encoding("gpt2"), warmup_steps=warmup_steps,
+            orig_book_version=orig_book_version,
+        )  # fmt: skip
     assert steps == list(range(n_batches * n_epochs))
     return lrs, clipped
 
@@ -419,8 +410,8 @@ def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thr
     from llms_from_scratch import ch05 as book_ch05
 
     from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
-    from modeling_gpt_scratch.book_pretraining import book_init_, train_model_simple
-    from modeling_gpt_scratch.data import create_dataloader_v1, train_val_split
+    from modeling_gpt_scratch.book_pretraining import book_init_, book_loaders, train_model_simple
+    from modeling_gpt_scratch.data import train_val_split
 
     text = (shared_data / "the-verdict" / "the-verdict.txt").read_text(encoding="utf-8")
     train_text, val_text = train_val_split(text[:8000])  # cut too: 1,700 training tokens
@@ -447,8 +438,7 @@ def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thr
         torch.testing.assert_close(
             ours.state_dict()[f"model.{name}" if name != "out_head.weight" else name], tensor
         )
-    train_loader = create_dataloader_v1(train_text, **loader_args, drop_last=True, shuffle=True)
-    val_loader = create_dataloader_v1(val_text, **loader_args, drop_last=False, shuffle=False)
+    train_loader, val_loader = book_loaders(train_text, val_text, block_size=32, batch_size=2)
     optimizer = torch.optim.AdamW(ours.parameters(), lr=4e-4, weight_decay=0.1)
     lines = []
     history = train_model_simple(
