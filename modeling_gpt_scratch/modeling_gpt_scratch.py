@@ -141,7 +141,7 @@ class MultiHeadAttention(nn.Module):
         values = self.W_value(x).view(shape).transpose(1, 2)
 
         if cache is not None:  # add this step's keys and values to the cache, get all of them back
-            keys, values = cache.update(keys, values, self.layer_idx)
+            keys, values = cache.update(keys, values, self.layer_idx, kwargs=kwargs)
 
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
         if kwargs.get("output_attentions") and not isinstance(attention_mask, BlockMask):
@@ -263,7 +263,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             use_cache = False
         if cache is None:
             cache = past_key_values
-        if cache is not None and not isinstance(cache, Cache):
+        if isinstance(cache, (tuple, list)):
             raise TypeError(
                 "The KV cache (`cache`, formerly `past_key_values`) must be a transformers `Cache` "
                 "(e.g. `DynamicCache`), not a tuple."
@@ -271,14 +271,18 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         new_cache = use_cache and cache is None
         if new_cache:
             cache = DynamicCache(config=self.config)
-        past_len = cache.get_seq_length() if cache is not None else 0  # an int, or a tensor for static caches
+        # An int, or a tensor for static caches; None for continuous batching's paged cache, whose requests
+        # share one row and bring their own positions and mask.
+        past_len = cache.get_seq_length() if isinstance(cache, Cache) else (0 if cache is None else None)
 
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
                 # Positions follow the mask, so a left-padded row computes what it computes alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -num_tokens:]
             else:
-                position_ids = (torch.arange(num_tokens, device=device) + past_len)[None]
+                position_ids = (
+                    torch.arange(num_tokens, device=device) + (past_len if past_len is not None else 0)
+                )[None]
         self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len)
         if input_ids is not None:
             inputs_embeds = self.tok_emb(input_ids)
@@ -315,7 +319,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
           every eager call is checked (this catches a static cache run past the context). Never under
           `torch.compile` / `torch.export`, where reading a value would break the graph.
         """
-        if attention_mask is not None and attention_mask.ndim == 2:
+        if past_len is None:  # a paged cache: many requests in one row
+            total = 0
+        elif attention_mask is not None and attention_mask.ndim == 2:
             total = attention_mask.shape[-1]
         else:
             total = past_len + num_tokens if isinstance(past_len, int) else 0
