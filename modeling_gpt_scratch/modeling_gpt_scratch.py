@@ -132,7 +132,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.residual_projection = True  # scaled at init, see `_init_weights`
         self.dropout = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, attention_mask=None, cache=None, **kwargs):
+    def forward(self, x, attention_mask=None, kv_cache=None, **kwargs):
         b, num_tokens, _ = x.shape
         # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim); -1 heads under tensor parallelism
         shape = (b, num_tokens, -1, self.head_dim)
@@ -140,8 +140,8 @@ class MultiHeadAttention(nn.Module):
         keys = self.W_key(x).view(shape).transpose(1, 2)
         values = self.W_value(x).view(shape).transpose(1, 2)
 
-        if cache is not None:  # add this step's keys and values to the cache, get all of them back
-            keys, values = cache.update(keys, values, self.layer_idx, kwargs=kwargs)
+        if kv_cache is not None:  # add this step's keys and values to the cache, get all of them back
+            keys, values = kv_cache.update(keys, values, self.layer_idx, kwargs=kwargs)
 
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
         if kwargs.get("output_attentions") and not isinstance(attention_mask, BlockMask):
@@ -171,9 +171,9 @@ class TransformerBlock(GradientCheckpointingLayer):
         self.norm2 = LayerNorm(cfg.emb_dim, eps=cfg.layer_norm_epsilon)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, attention_mask=None, cache=None, **kwargs):
+    def forward(self, x, attention_mask=None, kv_cache=None, **kwargs):
         shortcut = x
-        x, _ = self.att(self.norm1(x), attention_mask=attention_mask, cache=cache, **kwargs)
+        x, _ = self.att(self.norm1(x), attention_mask=attention_mask, kv_cache=kv_cache, **kwargs)
         x = self.drop_shortcut(x) + shortcut
 
         shortcut = x
@@ -268,12 +268,16 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
                 "The KV cache (`cache`, formerly `past_key_values`) must be a transformers `Cache` "
                 "(e.g. `DynamicCache`), not a tuple."
             )
-        new_cache = use_cache and cache is None
+        # Continuous batching's paged cache holds many requests in one row, with their own positions and
+        # mask. Before transformers 5.24 it is meant for the attention function, which updates it itself.
+        paged = cache is not None and not isinstance(cache, Cache)
+        if paged and CACHE_FIELD == "past_key_values":
+            kwargs["cache"], cache = cache, None
+        new_cache = use_cache and cache is None and not paged
         if new_cache:
             cache = DynamicCache(config=self.config)
-        # An int, or a tensor for static caches; None for continuous batching's paged cache, whose requests
-        # share one row and bring their own positions and mask.
-        past_len = cache.get_seq_length() if isinstance(cache, Cache) else (0 if cache is None else None)
+        # An int, or a tensor for static caches (None for a paged cache)
+        past_len = None if paged else cache.get_seq_length() if cache is not None else 0
 
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
@@ -300,7 +304,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         x = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))
         for block in self.trf_blocks:
-            x = block(x, attention_mask=mask, cache=cache, **kwargs)
+            x = block(x, attention_mask=mask, kv_cache=cache, **kwargs)
         x = self.final_norm(x)
 
         return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
