@@ -1,11 +1,14 @@
 """The GPT from *Build a Large Language Model (From Scratch)* (S. Raschka), chapters 3-4, as a
 Hugging Face `transformers` model.
 
-It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `FeedForward`, `MultiHeadAttention`
-(chapter 3), `TransformerBlock`, then the model. Classes and parameter names are the book's
-(`tok_emb`, `pos_emb`, `trf_blocks`, `att.W_query`, `ff`, `norm1`, `final_norm`, `out_head`), the
-numerics are GPT-2's, and the `transformers` machinery (KV cache, `generate`, the Trainer's loss,
-gradient checkpointing, SDPA) is wired in where the book leaves it out.
+It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `FeedForward`, the attention
+(chapter 3: `eager_attention`, the book's masked softmax, and `MultiHeadAttention`), `TransformerBlock`,
+then the model. Classes and parameter names are the book's (`tok_emb`, `pos_emb`, `trf_blocks`,
+`att.W_query`, `ff`, `norm1`, `final_norm`, `out_head`), the numerics are GPT-2's, and the
+`transformers` machinery is wired in where the book leaves it out: the attention interface (SDPA,
+flex, flash, paged, or any registered function), the masking utilities (padding, packed sequences,
+4D masks), the KV caches (dynamic, static, paged), `generate`, `torch.compile` / `torch.export`,
+the Trainer's loss, gradient checkpointing, and tensor parallelism.
 
 This file and `configuration_gpt_scratch.py` are copied next to saved weights, so they import only
 installed packages and each other.
@@ -304,7 +307,8 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         x = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))
         for block in self.trf_blocks:
-            x = block(x, attention_mask=mask, kv_cache=cache, **kwargs)
+            # position_ids also go down: flash attention reads packed-sequence boundaries from them
+            x = block(x, attention_mask=mask, kv_cache=cache, position_ids=position_ids, **kwargs)
         x = self.final_norm(x)
 
         return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
