@@ -400,3 +400,12 @@ def test_continuous_batching_generates_what_generate_does():
     for i, row in enumerate(rows):
         expected = model.generate(torch.tensor([row]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
         assert out[f"req_{i}"].generated_tokens == expected[0, len(row) :].tolist(), i
+
+
+def test_generate_from_inputs_embeds():
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 6))
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    from_ids = model.generate(ids, **kwargs)
+    from_embeds = model.generate(inputs_embeds=model.model.tok_emb(ids), **kwargs)
+    assert torch.equal(from_embeds, from_ids[:, 6:])  # only the new tokens come back
