@@ -20,6 +20,13 @@ Tasks (`--tasks`, default all four, run in this order):
   sequence). Both models run it, so the ratio compares like with like; its times set beside the
   `generate` row show what the cache buys.
 
+* `decode_compiled` (ours only): batch-1 greedy decode of new_tokens (64) after a 32-token prompt,
+  our default `generate` (eager, dynamic cache) against `generate(cache_implementation="static")` with
+  the forward compiled by `torch.compile(fullgraph=True)` (transformers' `CompileConfig`; on a CPU its
+  `_compile_all_devices` switch lets generate compile). The first compiled call (tracing + inductor's
+  C++ build) is timed and reported apart as the compile time; the rounds then alternate the two. Both
+  must produce the same tokens.
+
 Timing: one warm-up call per model, then `--rounds` rounds (default 5). In each round HF and ours
 each run once, alternating, and the starting model flips every round (HF, ours | ours, HF | ...),
 so slow drift of the machine (thermal, other processes) falls on both alike. Reported: the median
@@ -78,7 +85,13 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 from modeling_gpt_scratch import GPTScratchForCausalLM  # noqa: E402
 from modeling_gpt_scratch.conversion import config_from_gpt2, gpt2_to_scratch_state_dict  # noqa: E402
 
-TASKS = ("forward", "generate", "generate_nocache", "train")  # train last: it changes the weights
+TASKS = (
+    "forward",
+    "generate",
+    "generate_nocache",
+    "decode_compiled",
+    "train",
+)  # train last: it changes weights
 MODELS = ("hf", "ours")
 LABELS = {"hf": "GPT2LMHeadModel", "ours": "GPTScratchForCausalLM"}
 TASK_LABELS = {
@@ -89,6 +102,7 @@ TASK_LABELS = {
 }
 SEED = 0
 PROMPT_LEN = 16
+COMPILED_PROMPT_LEN = 32
 LOGITS_ATOL = 1e-4
 
 
@@ -239,6 +253,63 @@ def time_task(models, task, args, device):
         if hasattr(run, "optimizer"):
             del run.optimizer
     return times, note
+
+
+def time_compiled_decode(model, args, device):
+    """Ours, eager with the dynamic cache vs static cache + compiled forward: compile time, then
+    alternating rounds. Returns (times, compile_s, note)."""
+    from transformers import CompileConfig
+
+    gen = torch.Generator().manual_seed(SEED + 2)
+    prompt = torch.randint(0, 50256, (1, COMPILED_PROMPT_LEN), generator=gen).to(device)
+    mask = torch.ones_like(prompt)
+    n, eos = args.new_tokens, model.config.eos_token_id
+    compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    compile_config._compile_all_devices = True  # generate compiles only on accelerators otherwise
+    common = dict(
+        input_ids=prompt,
+        attention_mask=mask,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=eos,
+        eos_token_id=eos,
+    )
+    model.eval()
+
+    def eager():
+        with torch.no_grad():
+            return model.generate(**common)
+
+    def compiled():
+        with torch.no_grad():
+            return model.generate(**common, cache_implementation="static", compile_config=compile_config)
+
+    runs = {"eager_dynamic": eager, "static_compiled": compiled}
+    reference = eager()  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    first = compiled()  # tracing and code generation happen here
+    sync(device)
+    compile_s = time.perf_counter() - t0
+    print(f"  decode_compiled: first static+compiled call (compile included) {compile_s:.1f}s", flush=True)
+    note = None if torch.equal(first, reference) else "static+compiled tokens differ from eager"
+    times = {name: [] for name in runs}
+    for r in range(args.rounds):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            gc.collect()
+            sync(device)
+            t0 = time.perf_counter()
+            runs[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+        print(
+            f"  decode_compiled round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{name} {times[name][-1]:.3f}s" for name in order),
+            flush=True,
+        )
+    return times, compile_s, note
 
 
 def profile_task(models, task, args, device, row_limit=15):
@@ -428,6 +499,7 @@ def report(args, info, diff, results):
         "| task | GPT2LMHeadModel median | ours median | speed ratio (HF/ours) | peak mem HF | peak mem ours |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    compiled = results.pop("decode_compiled", None)
     for task, res in results.items():
         label = TASK_LABELS[task].format(b=args.batch_size, t=args.seq_len, n=args.new_tokens)
         hf, ours = res["median_s"]["hf"], res["median_s"]["ours"]
@@ -448,6 +520,22 @@ def report(args, info, diff, results):
             if mem:
                 parts = [f"{n} {mem[n]['baseline_bytes'] / 2**20:,.0f} MiB" for n in MODELS if n in mem]
                 lines.append(f"- {task}: {', '.join(parts)}")
+    if compiled:
+        eager, static = compiled["median_s"]["eager_dynamic"], compiled["median_s"]["static_compiled"]
+        n = args.new_tokens
+        lines += [
+            "",
+            f"### Ours: static cache + compiled decode (batch 1, {COMPILED_PROMPT_LEN}-token prompt, {n} new tokens)",
+            "",
+            "| generate | median | tokens/s | speed-up |",
+            "|---|---:|---:|---:|",
+            f"| eager, dynamic cache (default) | {eager:.3f} s | {n / eager:.1f} | 1.00 |",
+            f"| static cache + torch.compile(fullgraph=True) | {static:.3f} s | {n / static:.1f} | "
+            f"{eager / static:.2f} |",
+            "",
+            f"Compile time (first static+compiled call, not in the medians): {compiled['compile_s']:.1f} s.",
+        ]
+        results["decode_compiled"] = compiled
     notes = [f"- {task}: {res['note']}" for task, res in results.items() if res.get("note")]
     if notes:
         lines += ["", "Notes:", *notes]
@@ -508,6 +596,15 @@ def main(argv=None):
     results = {}
     ctx = mp.get_context("spawn")
     for i, task in enumerate(tasks):
+        if task == "decode_compiled":
+            times, compile_s, note = time_compiled_decode(models["ours"], args, device)
+            results[task] = {
+                "times_s": times,
+                "median_s": {name: statistics.median(t) for name, t in times.items()},
+                "compile_s": compile_s,
+                "note": note,
+            }
+            continue
         times, note = time_task(models, task, args, device)
         results[task] = {
             "times_s": times,

@@ -1,11 +1,14 @@
 """The GPT from *Build a Large Language Model (From Scratch)* (S. Raschka), chapters 3-4, as a
 Hugging Face `transformers` model.
 
-It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `FeedForward`, `MultiHeadAttention`
-(chapter 3), `TransformerBlock`, then the model. Classes and parameter names are the book's
-(`tok_emb`, `pos_emb`, `trf_blocks`, `att.W_query`, `ff`, `norm1`, `final_norm`, `out_head`), the
-numerics are GPT-2's, and the `transformers` machinery (KV cache, `generate`, the Trainer's loss,
-gradient checkpointing, SDPA) is wired in where the book leaves it out.
+It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `FeedForward`, the attention
+(chapter 3: `eager_attention`, the book's masked softmax, and `MultiHeadAttention`), `TransformerBlock`,
+then the model. Classes and parameter names are the book's (`tok_emb`, `pos_emb`, `trf_blocks`,
+`att.W_query`, `ff`, `norm1`, `final_norm`, `out_head`), the numerics are GPT-2's, and the
+`transformers` machinery is wired in where the book leaves it out: the attention interface (SDPA,
+flex, flash, paged, or any registered function), the masking utilities (padding, packed sequences,
+4D masks), the KV caches (dynamic, static, paged), `generate`, `torch.compile` / `torch.export`,
+the Trainer's loss, gradient checkpointing, and tensor parallelism.
 
 This file and `configuration_gpt_scratch.py` are copied next to saved weights, so they import only
 installed packages and each other.
@@ -132,7 +135,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.residual_projection = True  # scaled at init, see `_init_weights`
         self.dropout = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, attention_mask=None, cache=None, **kwargs):
+    def forward(self, x, attention_mask=None, kv_cache=None, **kwargs):
         b, num_tokens, _ = x.shape
         # (b, num_tokens, d_out) -> (b, num_heads, num_tokens, head_dim); -1 heads under tensor parallelism
         shape = (b, num_tokens, -1, self.head_dim)
@@ -140,8 +143,8 @@ class MultiHeadAttention(nn.Module):
         keys = self.W_key(x).view(shape).transpose(1, 2)
         values = self.W_value(x).view(shape).transpose(1, 2)
 
-        if cache is not None:  # add this step's keys and values to the cache, get all of them back
-            keys, values = cache.update(keys, values, self.layer_idx)
+        if kv_cache is not None:  # add this step's keys and values to the cache, get all of them back
+            keys, values = kv_cache.update(keys, values, self.layer_idx, kwargs=kwargs)
 
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention)
         if kwargs.get("output_attentions") and not isinstance(attention_mask, BlockMask):
@@ -171,9 +174,9 @@ class TransformerBlock(GradientCheckpointingLayer):
         self.norm2 = LayerNorm(cfg.emb_dim, eps=cfg.layer_norm_epsilon)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, attention_mask=None, cache=None, **kwargs):
+    def forward(self, x, attention_mask=None, kv_cache=None, **kwargs):
         shortcut = x
-        x, _ = self.att(self.norm1(x), attention_mask=attention_mask, cache=cache, **kwargs)
+        x, _ = self.att(self.norm1(x), attention_mask=attention_mask, kv_cache=kv_cache, **kwargs)
         x = self.drop_shortcut(x) + shortcut
 
         shortcut = x
@@ -263,22 +266,30 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             use_cache = False
         if cache is None:
             cache = past_key_values
-        if cache is not None and not isinstance(cache, Cache):
+        if isinstance(cache, (tuple, list)):
             raise TypeError(
                 "The KV cache (`cache`, formerly `past_key_values`) must be a transformers `Cache` "
                 "(e.g. `DynamicCache`), not a tuple."
             )
-        new_cache = use_cache and cache is None
+        # Continuous batching's paged cache holds many requests in one row, with their own positions and
+        # mask. Before transformers 5.24 it is meant for the attention function, which updates it itself.
+        paged = cache is not None and not isinstance(cache, Cache)
+        if paged and CACHE_FIELD == "past_key_values":
+            kwargs["cache"], cache = cache, None
+        new_cache = use_cache and cache is None and not paged
         if new_cache:
             cache = DynamicCache(config=self.config)
-        past_len = cache.get_seq_length() if cache is not None else 0  # an int, or a tensor for static caches
+        # An int, or a tensor for static caches (None for a paged cache)
+        past_len = None if paged else cache.get_seq_length() if cache is not None else 0
 
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
                 # Positions follow the mask, so a left-padded row computes what it computes alone.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -num_tokens:]
             else:
-                position_ids = (torch.arange(num_tokens, device=device) + past_len)[None]
+                position_ids = (
+                    torch.arange(num_tokens, device=device) + (past_len if past_len is not None else 0)
+                )[None]
         self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len)
         if input_ids is not None:
             inputs_embeds = self.tok_emb(input_ids)
@@ -296,7 +307,8 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         x = self.drop_emb(inputs_embeds + self.pos_emb(position_ids))
         for block in self.trf_blocks:
-            x = block(x, attention_mask=mask, cache=cache, **kwargs)
+            # position_ids also go down: flash attention reads packed-sequence boundaries from them
+            x = block(x, attention_mask=mask, kv_cache=cache, position_ids=position_ids, **kwargs)
         x = self.final_norm(x)
 
         return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
@@ -315,7 +327,9 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
           every eager call is checked (this catches a static cache run past the context). Never under
           `torch.compile` / `torch.export`, where reading a value would break the graph.
         """
-        if attention_mask is not None and attention_mask.ndim == 2:
+        if past_len is None:  # a paged cache: many requests in one row
+            total = 0
+        elif attention_mask is not None and attention_mask.ndim == 2:
             total = attention_mask.shape[-1]
         else:
             total = past_len + num_tokens if isinstance(past_len, int) else 0

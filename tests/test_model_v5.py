@@ -382,3 +382,30 @@ def test_tensor_parallel_on_two_cpu_processes(tmp_path):
         assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
         expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     assert torch.equal(got["generated"], expected)
+
+
+def test_continuous_batching_generates_what_generate_does():
+    """`generate_batch` (paged attention, what `transformers serve --continuous-batching` runs) packs
+    the requests into one row with their own positions; the cache is updated through the kwargs."""
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    model = tiny_model("sdpa")
+    rows = [torch.randint(1, VOCAB, (n,)).tolist() for n in (5, 9, 3)]
+    config = GenerationConfig(
+        max_new_tokens=6, min_new_tokens=6, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
+    small = ContinuousBatchingConfig(num_blocks=16, block_size=16, max_batch_tokens=64)  # not sized from RAM
+    out = model.generate_batch(inputs=rows, generation_config=config, continuous_batching_config=small)
+    assert len(out) == 3
+    for i, row in enumerate(rows):
+        expected = model.generate(torch.tensor([row]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+        assert out[f"req_{i}"].generated_tokens == expected[0, len(row) :].tolist(), i
+
+
+def test_generate_from_inputs_embeds():
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 6))
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    from_ids = model.generate(ids, **kwargs)
+    from_embeds = model.generate(inputs_embeds=model.model.tok_emb(ids), **kwargs)
+    assert torch.equal(from_embeds, from_ids[:, 6:])  # only the new tokens come back
