@@ -1,5 +1,5 @@
 """A saved folder served over an OpenAI-compatible HTTP API by transformers' own server
-(`transformers serve`), asked by real HTTP requests on 127.0.0.1."""
+(`transformers serve`, through examples/serve.py), asked by real HTTP requests on 127.0.0.1."""
 
 import json
 import os
@@ -24,17 +24,6 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
-# `transformers serve` (5.17-5.24) finds the model class by its name on the `transformers` module, where
-# a model that is not part of transformers is not; this launcher puts it there and runs the CLI.
-LAUNCHER = """
-import sys
-import modeling_gpt_scratch
-from transformers.cli.transformers import main
-
-setattr(sys.modules["transformers"], "GPTScratchForCausalLM", modeling_gpt_scratch.GPTScratchForCausalLM)
-sys.argv = ["transformers", "serve", *sys.argv[1:]]
-sys.exit(main())
-"""
 
 
 def free_port():
@@ -70,12 +59,11 @@ def test_transformers_serve_answers_openai_requests(tmp_path):
     assert chat_text == "user: Hello\nassistant:"
     expected_chat = greedy(tokenizer(chat_text).input_ids)
 
-    (tmp_path / "launch.py").write_text(LAUNCHER)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, str(tmp_path / "launch.py"), str(folder), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, str(REPO / "examples" / "serve.py"), str(folder), "--host", "127.0.0.1", "--port", str(port),
          "--device", "cpu", "--dtype", "float32"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
