@@ -258,6 +258,15 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         `past_key_values` (earlier); outputs name it as the installed version does."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        if input_ids is not None and input_ids.ndim != 2:
+            raise ValueError(
+                f"input_ids has shape {list(input_ids.shape)}; expected (batch, tokens): add the batch "
+                "dimension, e.g. `input_ids.unsqueeze(0)` for one sequence."
+            )
+        if inputs_embeds is not None and inputs_embeds.ndim != 3:
+            raise ValueError(
+                f"inputs_embeds has shape {list(inputs_embeds.shape)}; expected (batch, tokens, {self.config.emb_dim})."
+            )
         num_tokens = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         device = (input_ids if input_ids is not None else inputs_embeds).device
         if use_cache is None:

@@ -460,6 +460,14 @@ def test_token_ids_outside_the_vocabulary(bad):
     assert str(bad) in str(err.value) and f"[0, {VOCAB})" in str(err.value)
 
 
+@pytest.mark.parametrize("shape", [(4,), (1, 2, 4)])
+def test_input_ids_of_the_wrong_rank_name_the_shape(shape):
+    model = GPTScratchForCausalLM(tiny_config())
+    with pytest.raises(ValueError) as err:
+        model(torch.ones(shape, dtype=torch.long))
+    assert f"input_ids has shape {list(shape)}" in str(err.value) and "(batch, tokens)" in str(err.value)
+
+
 def test_tuple_cache_is_rejected():
     model = GPTScratchForCausalLM(tiny_config())
     with pytest.raises(TypeError, match="Cache"):
