@@ -23,7 +23,8 @@ Every Trainer option works (--learning_rate, --num_train_epochs, --bf16, --push_
 defaults are the book's (AdamW lr 5e-5, weight decay 0.1, batch 8, 5 epochs) plus accuracy and F1 on the
 validation set after every epoch and the best epoch kept. At the end: train, validation and test accuracy,
 the test confusion matrix, and model + tokenizer saved into --output_dir, ready for
-`pipeline("text-classification", model=output_dir)`; LoRA runs save the merged model there and the adapter
+`pipeline("text-classification", model=output_dir, trust_remote_code=True)` (or without the flag after
+`import modeling_gpt_scratch`); LoRA runs save the merged model there and the adapter
 in output_dir/adapter.
 """
 
@@ -438,7 +439,9 @@ def main(argv=None):
             trainer.model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=1))
-        say(f"Saved to {output_dir}/: pipeline('text-classification', model='{output_dir}') loads it")
+        say(
+            f"Saved to {output_dir}/: pipeline('text-classification', model='{output_dir}', trust_remote_code=True) loads it"
+        )
     elif lora:
         trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
     if targs.push_to_hub:
