@@ -211,6 +211,57 @@ def test_appendix_d_schedule_errors():
         book_appendix_d_scheduler(optimizer, warmup_steps=4, total_steps=4)
 
 
+# pretrain.py with every Accelerator.clip_grad_norm_ call and every finished step recorded, in order.
+RECORDING_PRETRAIN = """
+import json, sys
+import accelerate
+from modeling_gpt_scratch import training
+events, clip, check = [], accelerate.Accelerator.clip_grad_norm_, training.check_finite
+accelerate.Accelerator.clip_grad_norm_ = lambda self, *a, **k: (events.append("clip"), clip(self, *a, **k))[1]
+training.check_finite = lambda loss, step: (events.append("step"), check(loss, step))[1]
+sys.path.insert(0, "examples")
+import pretrain
+assert pretrain.main(sys.argv[1:]) == 0
+print("EVENTS", json.dumps(events))
+"""
+
+
+@pytest.mark.parametrize("warmup", [None, 3])
+def test_pretrain_book_appendix_d_schedule_equals_the_books_train_model(
+    monkeypatch, tmp_path, tmp_path_factory, shared_data, warmup, one_thread
+):
+    """`pretrain.py --lr_scheduler_type book_appendix_d`: the learning rate of every step and the
+    steps it clips are those of the book's own `train_model` over as many steps (the book warms up
+    for int(0.2 * total_steps) when --num_warmup_steps is not given)."""
+    import subprocess
+    import sys
+
+    n_batches, n_epochs, peak = 5, 2, 1e-3
+    total = n_batches * n_epochs
+    book_lrs, book_clipped = run_book_train_model(
+        monkeypatch, n_batches, n_epochs, warmup or int(0.2 * total), peak, False
+    )
+    out = tmp_path / "run"
+    args = [*CUT_MODEL, "--train_file", shared_data / "the-verdict" / "the-verdict.txt"]
+    args += ["--max_train_steps", total, "--lr_scheduler_type", "book_appendix_d", "--learning_rate", peak]
+    args += ["--eval_steps", 100, "--eval_iters", 1, "--max_new_tokens", 2, "--output_dir", out]
+    args += ["--num_warmup_steps", warmup] if warmup else []
+    result = subprocess.run(
+        [sys.executable, "-c", RECORDING_PRETRAIN, *map(str, args)],
+        cwd=REPO, env=script_env(tmp_path_factory), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    stdout = ok(result)
+    events = json.loads(stdout.split("EVENTS ")[-1])
+    clipped, steps = [], 0
+    for event in events:
+        steps += event == "step"
+        if event == "clip":
+            clipped.append(steps)  # the 0-based step whose gradients were clipped
+    assert steps == total and clipped == book_clipped
+    assert json.loads((out / "training_log.json").read_text())["learning_rates"] == book_lrs  # equal floats
+    assert f"{warmup or 2} warmup steps" in stdout
+
+
 # ------------------------------------------------------------------------------- chapter 6's classifier
 SPAM_TEXTS = [
     "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
