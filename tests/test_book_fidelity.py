@@ -262,6 +262,22 @@ def test_pretrain_book_appendix_d_schedule_equals_the_books_train_model(
     assert f"{warmup or 2} warmup steps" in stdout
 
 
+def test_pretrain_book_appendix_d_errors(tmp_path, tmp_path_factory, shared_data, capsys):
+    from conftest import cli_error, fails_cleanly, load_example
+
+    argv = [*CUT_MODEL, "--output_dir", tmp_path / "out", "--initial_lr", "1e-4"]
+    assert "--initial_lr and --min_lr set --lr_scheduler_type book_appendix_d" in cli_error(
+        load_example("pretrain").main, argv, capsys
+    )
+    args = [*CUT_MODEL, "--train_file", shared_data / "the-verdict" / "the-verdict.txt"]
+    args += ["--max_train_steps", 4, "--lr_scheduler_type", "book_appendix_d", "--output_dir", tmp_path / "o"]
+    result = run_script(PRETRAIN, *args, env=script_env(tmp_path_factory))
+    fails_cleanly(
+        result, "--lr_scheduler_type book_appendix_d: appendix D's schedule needs warmup_steps >= 1"
+    )
+    assert {f.name for f in (tmp_path / "o").glob("*")} <= {".writer.lock"}  # nothing but the lock
+
+
 # ------------------------------------------------------------------------------- chapter 6's classifier
 SPAM_TEXTS = [
     "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
