@@ -30,13 +30,10 @@ everything needed to go on exactly: --resume_from_checkpoint DIR (or "latest") g
 uninterrupted run gives. Ctrl-C or SIGTERM saves a checkpoint at the end of the current step, then stops.
 Only one run writes into an output folder at a time; a loss that is not a number stops the run.
 
---book_exact runs the book's chapter 5 loop itself (modeling_gpt_scratch/book_pretraining.py) with the
-book's randomness: its initial weights after torch.manual_seed(--seed), then nothing else drawing before
-its shuffled DataLoader, plain AdamW at a constant rate, an evaluation on the first --eval_iters batches
-of a new pass over each loader every --eval_steps steps (printed as the book prints it, steps from 0),
-dropout masks in the book's order, a greedy sample after each epoch. On a CPU it prints the printed
-book's numbers. Options that would change them (more processes, accumulation, mixed precision, another
-schedule, checkpoints and resuming, ...) are refused.
+--book_exact runs the book's chapter 5 loop and randomness (modeling_gpt_scratch/book_pretraining.py:
+its seeded weights, then its shuffled DataLoader, evaluations on new passes over the loaders, printed
+with steps from 0, a greedy sample per epoch); on a CPU it prints the book's numbers. It refuses the
+options that would change them (more processes, accumulation, mixed precision, a schedule, resuming).
 """
 
 import math
@@ -54,7 +51,6 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from modeling_gpt_scratch import training
-from modeling_gpt_scratch.book_pretraining import pretrain_book_exact
 from modeling_gpt_scratch.cli import (
     LOCK_FILE,
     ArgumentParser,
@@ -244,8 +240,6 @@ def check_options(args):
     if every is not None and every != "epoch" and not (every.isdigit() and int(every) >= 1):
         raise CLIError(f'--checkpointing_steps must be a number of steps or "epoch", got {every!r}')
     args.per_device_eval_batch_size = args.per_device_eval_batch_size or args.per_device_train_batch_size
-    if args.book_exact:
-        training.check_book_exact(args)
     if args.push_to_hub:  # before training, not after it
         args.hub_model_id = args.hub_model_id or Path(args.output_dir).absolute().name
         check_repo_id(args.hub_model_id, flag="--hub_model_id")
@@ -257,6 +251,8 @@ def check_options(args):
     for tracker, available in (("tensorboard", is_tensorboard_available), ("wandb", is_wandb_available)):
         if tracker in args.report_to and not available():
             raise CLIError(f"--report_to {tracker} needs the {tracker} package: pip install {tracker}")
+    if args.book_exact:
+        training.check_book_exact(args)
 
 
 def main(argv=None):
@@ -324,30 +320,9 @@ def main(argv=None):
     batch = args.per_device_train_batch_size
     train_set, val_set = training.window_datasets(train_ids, val_ids, block_size, stride, batch, world)
     lock = lock_output_dir(output_dir, "pretrain.py") if accelerator.is_main_process else None  # noqa: F841
-    if args.book_exact:  # the book's loop: its weights, then at once its shuffled loader (no set_seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        if args.overwrite_output_dir:
-            shutil.rmtree(output_dir / training.CHECKPOINTS, ignore_errors=True)
-        say(
-            f"Data: {described}; train {len(train_set)} windows, validation {len(val_set)} windows of {block_size}"
-        )
-        say(
-            f"Run: --book_exact, the book's chapter 5 loop on {accelerator.device}, {args.num_train_epochs} epochs"
-        )
-        start_time = time.perf_counter()
-        history = pretrain_book_exact(
-            model, train_set, val_set, seed=args.seed, batch_size=batch, learning_rate=args.learning_rate,
-            weight_decay=args.weight_decay, num_epochs=args.num_train_epochs, eval_freq=args.eval_steps,
-            eval_iter=args.eval_iters or None, max_grad_norm=args.max_grad_norm or None,
-            device=accelerator.device, log=say, on_step=lambda step, loss: training.check_finite(loss, step),
-            sample=lambda m: training.generate_sample(accelerator, m, tokenizer, prompt_ids, max_new_tokens),
-        )  # fmt: skip
-        steps = len(history["step_losses"])
-        history["train_runtime_s"] = time.perf_counter() - start_time
-        history["tokens_per_second"] = steps * batch * block_size / max(history["train_runtime_s"], 1e-9)
-        log = dict(book_exact=True, world_size=1, mixed_precision="no", block_size=block_size, stride=stride)
-        log |= dict(global_step=steps, tokens_seen=steps * batch * block_size)
-        return finish(args, accelerator, model, config, tokenizer, history, len(train_set) // batch, log)
+    if args.book_exact:  # the book's own loop and randomness, then the same end
+        run = training.run_book_exact(args, accelerator, config, tokenizer, train_set, val_set, prompt_ids)
+        return finish(args, accelerator, *run)
 
     # ---- model, data loaders, optimizer, schedule
     set_seed(args.seed)  # the same initial weights in every process (FSDP shards them, DDP checks nothing)

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -382,6 +383,41 @@ def check_book_exact(args, world: int = 1, mixed_precision: str = "no") -> None:
     for wrong, why in refused:
         if wrong:
             raise CLIError(f"--book_exact {why}")
+
+
+def run_book_exact(args, accelerator, config, tokenizer, train_set, val_set, prompt_ids):
+    """examples/pretrain.py --book_exact: the book's chapter 5 run (`pretrain_book_exact`: its seeded
+    weights, then at once its shuffled loader; no `set_seed` in between) over pretrain.py's windows,
+    printing the book's lines and a greedy sample per epoch. Returns (model, config, tokenizer,
+    history, steps per epoch, log facts) for pretrain.py's `finish`."""
+    from .book_pretraining import pretrain_book_exact
+
+    say, batch = accelerator.print, args.per_device_train_batch_size
+    block_size, stride = train_set.block_size, train_set.stride
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if args.overwrite_output_dir and accelerator.is_main_process:
+        shutil.rmtree(Path(args.output_dir) / CHECKPOINTS, ignore_errors=True)
+    say(
+        f"Run: --book_exact, the book's chapter 5 loop on {accelerator.device}, {args.num_train_epochs} epochs"
+    )
+    say(
+        f"      train {len(train_set)} windows, validation {len(val_set)} windows of {block_size} (stride {stride})"
+    )
+    max_new_tokens = min(args.max_new_tokens, config.max_position_embeddings - prompt_ids.shape[1])
+    start_time = time.perf_counter()
+    history = pretrain_book_exact(
+        model, train_set, val_set, seed=args.seed, batch_size=batch, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, num_epochs=args.num_train_epochs, eval_freq=args.eval_steps,
+        eval_iter=args.eval_iters or None, max_grad_norm=args.max_grad_norm or None,
+        device=accelerator.device, log=say, on_step=lambda step, loss: check_finite(loss, step),
+        sample=lambda m: generate_sample(accelerator, m, tokenizer, prompt_ids, max_new_tokens),
+    )  # fmt: skip
+    steps = len(history["step_losses"])
+    history["train_runtime_s"] = time.perf_counter() - start_time
+    history["tokens_per_second"] = steps * batch * block_size / max(history["train_runtime_s"], 1e-9)
+    log = dict(book_exact=True, world_size=1, mixed_precision="no", block_size=block_size, stride=stride)
+    log |= dict(global_step=steps, tokens_seen=steps * batch * block_size)
+    return model, config, tokenizer, history, len(train_set) // batch, log
 
 
 # ------------------------------------------------------------------------------------ book's pieces
