@@ -20,10 +20,11 @@ that make it learn in about 2 minutes on a laptop (lr 3e-3, 15 epochs, 128-token
 modeling_gpt_scratch.training.RECIPES). Any option given on the command line wins.
 
 Training: AdamW, warmup then cosine decay, gradient clipping (appendix D; --lr_scheduler_type
-book_appendix_d is the book's own schedule: from --initial_lr up, cosine down to --min_lr, clipping only
-after warm-up), gradient accumulation, mixed precision, torch.compile, gradient checkpointing. Every --eval_steps steps it prints the book's "Train
-loss / Val loss" line and a greedy sample of --prompt; at the end it writes model and tokenizer (the
-folder is a whole model or none), loss-plot.png (the book's figure) and training_log.json.
+book_appendix_d is the book's own: from --initial_lr up, cosine down to --min_lr, clipping only after
+warm-up), gradient accumulation, mixed precision, torch.compile, gradient checkpointing. Every
+--eval_steps steps it prints the book's "Train loss / Val loss" line and a greedy sample of --prompt;
+at the end it writes model and tokenizer (the folder is a whole model or none), loss-plot.png (the
+book's figure) and training_log.json.
 
 Checkpoints (accelerator.save_state into OUTPUT_DIR/checkpoints/step_N, each complete or invisible) hold
 everything needed to go on exactly: --resume_from_checkpoint DIR (or "latest") gives the losses an
@@ -195,7 +196,7 @@ def parse_args(argv=None):
         if key != "block_size":  # that one depends on the model's context
             setattr(args, key, args.recipe[key])
     book = args.book_exact
-    args.init = args.init or ("book" if book else "gpt2")
+    args.init = args.init or ("book" if book and not args.model_name_or_path else "gpt2")
     args.lr_scheduler_type = args.lr_scheduler_type or ("constant" if book else "cosine")
     args.max_grad_norm = (0.0 if book else 1.0) if args.max_grad_norm is None else args.max_grad_norm
     return args
