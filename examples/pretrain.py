@@ -222,9 +222,7 @@ def check_options(args):
     )
     for name in (*at_least_1.split(), "stop_after_steps"):
         check_number(f"--{name}", getattr(args, name), at_least=1)
-    if (
-        args.initial_lr is not None or args.min_lr is not None
-    ) and args.lr_scheduler_type != "book_appendix_d":
+    if args.lr_scheduler_type != "book_appendix_d" and (args.initial_lr, args.min_lr) != (None, None):
         raise CLIError(
             "--initial_lr and --min_lr set --lr_scheduler_type book_appendix_d: add it, or drop them"
         )
@@ -351,14 +349,8 @@ def main(argv=None):
     eval_loaders = dict(zip(eval_loaders, evals, strict=True))
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    scheduler, warmup, clips = training.make_scheduler(
-        args.lr_scheduler_type,
-        optimizer.optimizer,
-        args.num_warmup_steps,
-        max_train_steps,
-        args.initial_lr,
-        args.min_lr,
-    )
+    rates = (args.num_warmup_steps, max_train_steps, args.initial_lr, args.min_lr)
+    scheduler, warmup, clips = training.make_scheduler(args.lr_scheduler_type, optimizer.optimizer, *rates)
     accelerator.register_for_checkpointing(scheduler)  # stepped once per optimizer step, by us
     training.register_portable_checkpoints(accelerator)
 
