@@ -24,6 +24,8 @@ position of the `(input, target)` windows):
 
 Nothing may draw from the global generator between `book_init_` and the first training batch (the
 Trainer's `set_seed`, a sampled generation, a shuffled pass), or the order differs from the book's.
+`pretrain_book_exact` does the whole run over ready windows in that order; it is what
+`examples/pretrain.py --book_exact` calls.
 """
 
 from dataclasses import dataclass, field
@@ -209,7 +211,8 @@ def pretrain_book_exact(
     from torch.utils.data import DataLoader
 
     book_init_(model, seed)  # from here to the first batch nothing else may draw from the generator
-    model.to(device if device is not None else "cpu")
+    if device is not None:
+        model.to(device)  # moving draws nothing, as the book's model.to(device)
     train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
     val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, drop_last=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
