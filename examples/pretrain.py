@@ -4,7 +4,7 @@ a laptop CPU, one GPU, or many GPUs and machines.
 
     python examples/pretrain.py --config_name tiny --output_dir out/pretrain        # The Verdict, about 2 minutes
     python examples/pretrain.py --config_name GPT_CONFIG_124M --config_overrides context_length=256 \\
-        --init book --lr_scheduler_type constant --max_grad_norm 0 --output_dir out/book-ch05   # chapter 5
+        --book_exact --output_dir out/book-ch05          # chapter 5 as printed: the book's losses, line for line
     accelerate launch --config_file examples/accelerate_configs/ddp.yaml examples/pretrain.py ...
     accelerate launch --config_file examples/accelerate_configs/fsdp.yaml examples/pretrain.py ...
     torchrun --nproc_per_node 4 examples/pretrain.py ...
@@ -19,15 +19,22 @@ windows, an evaluation every 5 steps, 50-token samples), and for the small `tiny
 that make it learn in about 2 minutes on a laptop (lr 3e-3, 15 epochs, 128-token windows, every 45 steps, 30 tokens;
 modeling_gpt_scratch.training.RECIPES). Any option given on the command line wins.
 
-Training: AdamW, warmup then cosine decay, gradient clipping (appendix D), gradient accumulation, mixed
-precision, torch.compile, gradient checkpointing. Every --eval_steps steps it prints the book's "Train
-loss / Val loss" line and a greedy sample of --prompt; at the end it writes model and tokenizer (the
-folder is a whole model or none), loss-plot.png (the book's figure) and training_log.json.
+Training: AdamW, warmup then cosine decay, gradient clipping (appendix D; --lr_scheduler_type
+book_appendix_d is the book's own: from --initial_lr up, cosine down to --min_lr, clipping only after
+warm-up), gradient accumulation, mixed precision, torch.compile, gradient checkpointing. Every
+--eval_steps steps it prints the book's "Train loss / Val loss" line and a greedy sample of --prompt;
+at the end it writes model and tokenizer (the folder is a whole model or none), loss-plot.png (the
+book's figure) and training_log.json.
 
 Checkpoints (accelerator.save_state into OUTPUT_DIR/checkpoints/step_N, each complete or invisible) hold
 everything needed to go on exactly: --resume_from_checkpoint DIR (or "latest") gives the losses an
 uninterrupted run gives. Ctrl-C or SIGTERM saves a checkpoint at the end of the current step, then stops.
 Only one run writes into an output folder at a time; a loss that is not a number stops the run.
+
+--book_exact runs the book's chapter 5 loop and randomness (modeling_gpt_scratch/book_pretraining.py:
+its seeded weights, then its shuffled DataLoader, evaluations on new passes over the loaders, printed
+with steps from 0, a greedy sample per epoch); on a CPU it prints the book's numbers. It refuses the
+options that would change them (more processes, accumulation, mixed precision, a schedule, resuming).
 """
 
 import math
@@ -61,7 +68,7 @@ from modeling_gpt_scratch.resolve import load_config, load_pretrained, load_toke
 from modeling_gpt_scratch.training import LOG_FILE, PLOT_FILE, calc_loss_batch
 
 BOOK_PROMPT = "Every effort moves you"
-SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", "book_appendix_d")
 
 
 def parse_args(argv=None):
@@ -97,9 +104,8 @@ def parse_args(argv=None):
     m.add_argument(
         "--init",
         choices=("gpt2", "book"),
-        default="gpt2",
-        help="from scratch: GPT-2's N(0, 0.02) "
-        "(default) or the book's (PyTorch's defaults after torch.manual_seed(--seed), in its order)",
+        help="from scratch: GPT-2's N(0, 0.02) (default) or the book's (PyTorch's "
+        "defaults after torch.manual_seed(--seed), in its order; the default with --book_exact)",
     )
     m.add_argument(
         "--model_name_or_path", help="continue training a saved or converted model (folder or Hub id)"
@@ -107,6 +113,11 @@ def parse_args(argv=None):
     m.add_argument("--tokenizer_name", help="default: the model folder's tokenizer, else GPT-2's")
     t = p.add_argument_group("training")
     t.add_argument("--output_dir", default="out/pretrain", help="model, plot, log and checkpoints go here")
+    t.add_argument(
+        "--book_exact",
+        action="store_true",
+        help="the book's chapter 5 loop and randomness: its printed losses",
+    )
     t.add_argument(
         "--overwrite_output_dir",
         action="store_true",
@@ -131,15 +142,19 @@ def parse_args(argv=None):
     )
     t.add_argument(
         "--lr_scheduler_type",
-        default="cosine",
         choices=SCHEDULERS,
-        help="after the warmup (default: cosine, appendix D; chapter 5 is constant)",
+        help="after the warmup (default: cosine; constant with --book_exact, as chapter 5; "
+        "book_appendix_d: appendix D's train_model)",
     )
+    t.add_argument("--initial_lr", type=float, help="book_appendix_d: the warmup's start (the book's 3e-5)")
+    t.add_argument("--min_lr", type=float, help="book_appendix_d: the cosine's end (the book's 1e-6)")
     t.add_argument(
         "--num_warmup_steps", type=int, help="linear warmup (default: 20%% of the steps; 0 for constant)"
     )
     t.add_argument(
-        "--max_grad_norm", type=float, default=1.0, help="clip the gradient norm (appendix D: 1.0); 0: never"
+        "--max_grad_norm",
+        type=float,
+        help="clip the gradient norm (appendix D: 1.0, the default; 0: never, the default with --book_exact)",
     )
     t.add_argument("--seed", type=int, default=123, help="the book's torch.manual_seed(123)")
     t.add_argument(
@@ -180,6 +195,10 @@ def parse_args(argv=None):
     for key in args.defaulted:
         if key != "block_size":  # that one depends on the model's context
             setattr(args, key, args.recipe[key])
+    book = args.book_exact
+    args.init = args.init or ("book" if book and not args.model_name_or_path else "gpt2")
+    args.lr_scheduler_type = args.lr_scheduler_type or ("constant" if book else "cosine")
+    args.max_grad_norm = (0.0 if book else 1.0) if args.max_grad_norm is None else args.max_grad_norm
     return args
 
 
@@ -203,7 +222,14 @@ def check_options(args):
     )
     for name in (*at_least_1.split(), "stop_after_steps"):
         check_number(f"--{name}", getattr(args, name), at_least=1)
-    for name in "eval_iters num_warmup_steps preprocessing_num_workers weight_decay max_grad_norm".split():
+    if args.lr_scheduler_type != "book_appendix_d" and (args.initial_lr, args.min_lr) != (None, None):
+        raise CLIError(
+            "--initial_lr and --min_lr set --lr_scheduler_type book_appendix_d: add it, or drop them"
+        )
+    names = (
+        "eval_iters num_warmup_steps preprocessing_num_workers weight_decay max_grad_norm initial_lr min_lr"
+    )
+    for name in names.split():
         check_number(f"--{name}", getattr(args, name), at_least=0)
     check_number("--learning_rate", args.learning_rate, above=0)
     check_number("--validation_split_percentage", args.validation_split_percentage, at_least=0, below=100)
@@ -224,6 +250,8 @@ def check_options(args):
     for tracker, available in (("tensorboard", is_tensorboard_available), ("wandb", is_wandb_available)):
         if tracker in args.report_to and not available():
             raise CLIError(f"--report_to {tracker} needs the {tracker} package: pip install {tracker}")
+    if args.book_exact:
+        training.check_book_exact(args)
 
 
 def main(argv=None):
@@ -247,6 +275,8 @@ def main(argv=None):
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     say, world = accelerator.print, accelerator.num_processes
+    if args.book_exact:
+        training.check_book_exact(args, world, accelerator.mixed_precision)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
 
     # ---- everything that can be wrong is checked before training, and before anything is written
@@ -289,6 +319,9 @@ def main(argv=None):
     batch = args.per_device_train_batch_size
     train_set, val_set = training.window_datasets(train_ids, val_ids, block_size, stride, batch, world)
     lock = lock_output_dir(output_dir, "pretrain.py") if accelerator.is_main_process else None  # noqa: F841
+    if args.book_exact:  # the book's own loop and randomness, then the same end
+        run = training.run_book_exact(args, accelerator, config, tokenizer, train_set, val_set, prompt_ids)
+        return finish(args, accelerator, *run)
 
     # ---- model, data loaders, optimizer, schedule
     set_seed(args.seed)  # the same initial weights in every process (FSDP shards them, DDP checks nothing)
@@ -316,9 +349,8 @@ def main(argv=None):
     eval_loaders = dict(zip(eval_loaders, evals, strict=True))
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    scheduler, warmup = training.make_scheduler(
-        args.lr_scheduler_type, optimizer.optimizer, args.num_warmup_steps, max_train_steps
-    )
+    rates = (args.num_warmup_steps, max_train_steps, args.initial_lr, args.min_lr)
+    scheduler, warmup, clips = training.make_scheduler(args.lr_scheduler_type, optimizer.optimizer, *rates)
     accelerator.register_for_checkpointing(scheduler)  # stepped once per optimizer step, by us
     training.register_portable_checkpoints(accelerator)
 
@@ -344,7 +376,7 @@ def main(argv=None):
         )
 
     # ---- state: fresh, or from the checkpoint
-    history, global_step, tokens_seen = {"step_losses": [], "evals": []}, 0, 0
+    history, global_step, tokens_seen = {"step_losses": [], "learning_rates": [], "evals": []}, 0, 0
     facts = {
         "steps_per_epoch": steps_per_epoch,
         "world_size": world,
@@ -425,7 +457,7 @@ def main(argv=None):
                 with accelerator.accumulate(model):
                     loss = calc_loss_batch(model, input_batch, target_batch)
                     accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    if accelerator.sync_gradients and args.max_grad_norm > 0 and clips(global_step):
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()  # Accelerate's optimizer steps only at the last batch of an accumulation
                     optimizer.zero_grad(set_to_none=True)
@@ -435,6 +467,7 @@ def main(argv=None):
                     continue
 
                 # ---- one optimizer step done
+                lr = scheduler.get_last_lr()[0]  # the rate this step used
                 if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
                     scheduler.step()
                 global_step += 1
@@ -444,10 +477,10 @@ def main(argv=None):
                 loss_sum.zero_()
                 micro = 0
                 history["step_losses"].append(step_loss)
+                history.setdefault("learning_rates", []).append(lr)  # (a checkpoint of an older run has none)
                 speed = (tokens_seen - start_tokens) / max(time.perf_counter() - start_time, 1e-9)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}", tok_s=f"{speed:,.0f}")
-                lr = scheduler.get_last_lr()[0]
                 accelerator.log(
                     {"train/loss": step_loss, "train/lr": lr, "train/tokens_seen": tokens_seen},
                     step=global_step,
@@ -483,13 +516,19 @@ def main(argv=None):
         accelerator.end_training()
         return 0 if stopped_by == "--stop_after_steps" else 128 + int(stopped_by)
 
-    # ---- the end: model and tokenizer (config.json last), the book's plot, the log
+    log = dict(log_facts, global_step=global_step, tokens_seen=tokens_seen)
+    return finish(args, accelerator, model, config, tokenizer, history, steps_per_epoch, log)
+
+
+def finish(args, accelerator, model, config, tokenizer, history, steps_per_epoch, log):
+    """The end: model and tokenizer (config.json last), the book's plot, the log, the Hub."""
+    say, output_dir = accelerator.print, Path(args.output_dir)
     plain = training.final_model(accelerator, model, config)
     if accelerator.is_main_process:
         with publish_into(output_dir) as tmp:
             plain.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-    write_log(finished=True)
+        training.write_log(output_dir, history, steps_per_epoch, **log, finished=True)
     accelerator.wait_for_everyone()
     last = history["evals"][-1] if history["evals"] else {}
     if args.push_to_hub and accelerator.is_main_process:
@@ -502,7 +541,7 @@ def main(argv=None):
             datasets=None if args.train_file else ["the-verdict"],
         )
     say(
-        f"Done: {global_step} steps, {tokens_seen:,} tokens in {history['train_runtime_s']:.1f} s "
+        f"Done: {log['global_step']} steps, {log['tokens_seen']:,} tokens in {history['train_runtime_s']:.1f} s "
         f"({history['tokens_per_second']:,.0f} tokens/s); train loss {last.get('train_loss', float('nan')):.3f}"
         + (f", val loss {last['val_loss']:.3f}" if last.get("val_loss") is not None else "")
     )

@@ -24,6 +24,8 @@ position of the `(input, target)` windows):
 
 Nothing may draw from the global generator between `book_init_` and the first training batch (the
 Trainer's `set_seed`, a sampled generation, a shuffled pass), or the order differs from the book's.
+`pretrain_book_exact` does the whole run over ready windows in that order; it is what
+`examples/pretrain.py --book_exact` calls.
 """
 
 from dataclasses import dataclass, field
@@ -120,6 +122,7 @@ class BookHistory:
     tokens_seen: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     epochs: list = field(default_factory=list)
+    step_losses: list = field(default_factory=list)  # every optimizer step's training loss
 
 
 def book_log_line(epoch: int, step: int, train_loss: float, val_loss: float) -> str:
@@ -140,11 +143,13 @@ def train_model_simple(
     max_grad_norm: float | None = None,
     log=print,
     on_epoch_end=None,
+    on_step=None,
 ) -> BookHistory:
     """Chapter 5's `train_model_simple` for our model: per batch zero_grad, loss, backward, step;
     every `eval_freq` steps `evaluate_model` and `log(book_log_line(...))`; after each epoch
     `on_epoch_end(epoch, model)` (the book prints a greedy sample there, which draws nothing).
-    `max_grad_norm` clips every step (appendix D's clipping; the chapter 5 run has none)."""
+    `max_grad_norm` clips every step (appendix D's clipping; the chapter 5 run has none);
+    `on_step(step, loss)` sees each step's loss (1-based step; reading it draws nothing)."""
     device = device if device is not None else next(model.parameters()).device
     use_book_dropout(model)
     history = BookHistory()
@@ -160,6 +165,9 @@ def train_model_simple(
             optimizer.step()
             tokens_seen += input_batch.numel()
             global_step += 1
+            history.step_losses.append(loss.item())
+            if on_step is not None:
+                on_step(global_step + 1, history.step_losses[-1])
             if global_step % eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                 history.train_losses.append(train_loss)
@@ -174,6 +182,62 @@ def train_model_simple(
     return history
 
 
+def pretrain_book_exact(
+    model,
+    train_set,
+    val_set,
+    *,
+    seed: int = BOOK_SEED,
+    batch_size: int = 2,
+    learning_rate: float = 4e-4,
+    weight_decay: float = 0.1,
+    num_epochs: int = 10,
+    eval_freq: int = 5,
+    eval_iter: int | None = 5,
+    max_grad_norm: float | None = None,
+    device=None,
+    sample=None,
+    log=print,
+    on_step=None,
+) -> dict:
+    """Chapter 5's whole run, randomness included, over ready windows (`SlidingWindowDataset`s, the
+    book's `GPTDatasetV1` windows): `book_init_(model, seed)`, then at once the book's loaders
+    (`DataLoader(shuffle=True, drop_last=True)` for training, in order for validation), plain AdamW on
+    every parameter, and `train_model_simple`; after each epoch `log(sample(model))` (the book's greedy
+    `generate_and_print_sample`, which must draw nothing). `eval_iter` None: every batch.
+
+    Returns the run as examples/pretrain.py logs it: {"step_losses", "evals", "samples"}, each
+    evaluation's `step` counted in steps done (the book prints the 0-based step, one less)."""
+    from torch.utils.data import DataLoader
+
+    book_init_(model, seed)  # from here to the first batch nothing else may draw from the generator
+    if device is not None:
+        model.to(device)  # moving draws nothing, as the book's model.to(device)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True)
+    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, drop_last=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    samples, steps_per_epoch = [], len(train_loader)
+
+    def on_epoch_end(epoch, model):
+        if sample is not None:
+            samples.append({"epoch": epoch, "step": epoch * steps_per_epoch, "sample": sample(model)})
+            log(samples[-1]["sample"])
+
+    history = train_model_simple(
+        model, train_loader, val_loader, optimizer, num_epochs=num_epochs, eval_freq=eval_freq,
+        eval_iter=eval_iter, device=device, max_grad_norm=max_grad_norm, log=log,
+        on_epoch_end=on_epoch_end, on_step=on_step,
+    )  # fmt: skip
+    evals = [
+        {"step": step + 1, "epoch": epoch, "tokens_seen": tokens, "train_loss": train, "val_loss": val}
+        for step, epoch, tokens, train, val in zip(
+            history.steps, history.epochs, history.tokens_seen, history.train_losses, history.val_losses,
+            strict=True,
+        )
+    ]  # fmt: skip
+    return {"step_losses": history.step_losses, "evals": evals, "samples": samples}
+
+
 __all__ = [
     "BOOK_SEED",
     "book_init_",
@@ -185,4 +249,5 @@ __all__ = [
     "BookHistory",
     "book_log_line",
     "train_model_simple",
+    "pretrain_book_exact",
 ]

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -322,11 +323,30 @@ def data_loaders(train_set, val_set, batch_size, eval_batch_size, eval_windows, 
     return sampler, train_loader, eval_loaders
 
 
-def make_scheduler(name, optimizer, warmup, total_steps):
-    """transformers' schedule `name` over `total_steps`; `warmup` None: 20% of the steps (appendix D),
-    none for "constant" (chapter 5). Returns (scheduler, warmup steps)."""
+def make_scheduler(name, optimizer, warmup, total_steps, initial_lr=None, min_lr=None):
+    """transformers' schedule `name` over `total_steps`, or appendix D's own ("book_appendix_d": from
+    `initial_lr` up to the peak, cosine down to `min_lr`, the book's `train_model` step by step);
+    `warmup` None: 20% of the steps (appendix D), none for "constant" (chapter 5).
+    Returns (scheduler, warmup steps, clips(step)): whether 0-based step `step` clips its gradients
+    (appendix D's schedule clips only once warm-up is over, the others always)."""
     if warmup is None:
         warmup = 0 if name == "constant" else int(0.2 * total_steps)
+    if name == "book_appendix_d":
+        from .schedules import BOOK_INITIAL_LR, BOOK_MIN_LR, book_appendix_d_scheduler, book_clips_gradients
+
+        try:
+            scheduler = book_appendix_d_scheduler(
+                optimizer,
+                warmup_steps=warmup,
+                total_steps=total_steps,
+                initial_lr=BOOK_INITIAL_LR if initial_lr is None else initial_lr,
+                min_lr=BOOK_MIN_LR if min_lr is None else min_lr,
+            )
+        except ValueError as error:
+            raise CLIError(
+                f"--lr_scheduler_type book_appendix_d: {error}; set --num_warmup_steps, or train more steps"
+            ) from error
+        return scheduler, warmup, lambda step: book_clips_gradients(step, warmup)
     extra = {"min_lr_rate": 0.1} if name == "cosine_with_min_lr" else None
     scheduler = get_scheduler(
         name,
@@ -335,7 +355,69 @@ def make_scheduler(name, optimizer, warmup, total_steps):
         num_training_steps=total_steps,
         scheduler_specific_kwargs=extra,
     )
-    return scheduler, warmup
+    return scheduler, warmup, lambda step: True
+
+
+def check_book_exact(args, world: int = 1, mixed_precision: str = "no") -> None:
+    """`--book_exact` runs the book's chapter 5 loop as printed: one process, float32, one batch per
+    step, AdamW at a constant rate, whole epochs from the book's initialization, evaluations on the
+    same loaders. An option it cannot honour is a `CLIError`, never silently ignored. (Called with
+    the options alone, then with what the Accelerator and its launcher made of them.)"""
+    mixed_precision = args.mixed_precision or mixed_precision
+    refused = [
+        (world > 1, f"runs the book's loop in one process, not {world}: start it with python, not a launcher"),
+        (mixed_precision != "no", f"trains in float32 as the book does: drop mixed precision {mixed_precision}"),
+        (args.gradient_accumulation_steps != 1, "takes one batch per step: drop --gradient_accumulation_steps"),
+        (args.lr_scheduler_type != "constant", "keeps the book's constant rate: drop --lr_scheduler_type"),
+        (args.num_warmup_steps, "keeps the book's constant rate: drop --num_warmup_steps"),
+        (args.max_train_steps, "runs whole epochs as the book does: use --num_train_epochs"),
+        (args.model_name_or_path, "trains from the book's initial weights: use --config_name"),
+        (args.init != "book", "draws the book's initial weights: drop --init gpt2"),
+        (args.resume_from_checkpoint, "runs uninterrupted (no checkpoints to resume): drop --resume_from_checkpoint"),
+        (args.checkpointing_steps or args.stop_after_steps, "saves no checkpoints: drop --checkpointing_steps/--stop_after_steps"),
+        (args.torch_compile or args.gradient_checkpointing, "runs the book's eager kernels: drop --torch_compile/--gradient_checkpointing"),
+        (args.per_device_eval_batch_size != args.per_device_train_batch_size, "evaluates with the training batch size: drop --per_device_eval_batch_size"),
+        (args.report_to, "logs to no tracker: drop --report_to"),
+        (args.validation_split_percentage == 0 and not args.validation_file, "evaluates on validation text: give --validation_file or a --validation_split_percentage"),
+    ]  # fmt: skip
+    for wrong, why in refused:
+        if wrong:
+            raise CLIError(f"--book_exact {why}")
+
+
+def run_book_exact(args, accelerator, config, tokenizer, train_set, val_set, prompt_ids):
+    """examples/pretrain.py --book_exact: the book's chapter 5 run (`pretrain_book_exact`: its seeded
+    weights, then at once its shuffled loader; no `set_seed` in between) over pretrain.py's windows,
+    printing the book's lines and a greedy sample per epoch. Returns (model, config, tokenizer,
+    history, steps per epoch, log facts) for pretrain.py's `finish`."""
+    from .book_pretraining import pretrain_book_exact
+
+    say, batch = accelerator.print, args.per_device_train_batch_size
+    block_size, stride = train_set.block_size, train_set.stride
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if args.overwrite_output_dir and accelerator.is_main_process:
+        shutil.rmtree(Path(args.output_dir) / CHECKPOINTS, ignore_errors=True)
+    say(
+        f"Run: --book_exact, the book's chapter 5 loop on {accelerator.device}, {args.num_train_epochs} epochs"
+    )
+    say(
+        f"      train {len(train_set)} windows, validation {len(val_set)} windows of {block_size} (stride {stride})"
+    )
+    max_new_tokens = min(args.max_new_tokens, config.max_position_embeddings - prompt_ids.shape[1])
+    start_time = time.perf_counter()
+    history = pretrain_book_exact(
+        model, train_set, val_set, seed=args.seed, batch_size=batch, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, num_epochs=args.num_train_epochs, eval_freq=args.eval_steps,
+        eval_iter=args.eval_iters or None, max_grad_norm=args.max_grad_norm or None,
+        device=accelerator.device, log=say, on_step=lambda step, loss: check_finite(loss, step),
+        sample=lambda m: generate_sample(accelerator, m, tokenizer, prompt_ids, max_new_tokens),
+    )  # fmt: skip
+    steps = len(history["step_losses"])
+    history["train_runtime_s"] = time.perf_counter() - start_time
+    history["tokens_per_second"] = steps * batch * block_size / max(history["train_runtime_s"], 1e-9)
+    log = dict(book_exact=True, world_size=1, mixed_precision="no", block_size=block_size, stride=stride)
+    log |= dict(global_step=steps, tokens_seen=steps * batch * block_size)
+    return model, config, tokenizer, history, len(train_set) // batch, log
 
 
 # ------------------------------------------------------------------------------------ book's pieces

@@ -2,11 +2,13 @@
 its files, its appendix D schedule, its appendix E LoRA, its chapter 6 classifier and its chapter 5
 training loop, compared with ours on the same inputs."""
 
+import json
 import shutil
 
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO, ok, run_script, script_env
 from llms_from_scratch import appendix_d as book_d
 from llms_from_scratch import appendix_e as book_e
 from llms_from_scratch import ch04 as book_ch04
@@ -209,6 +211,73 @@ def test_appendix_d_schedule_errors():
         book_appendix_d_scheduler(optimizer, warmup_steps=4, total_steps=4)
 
 
+# pretrain.py with every Accelerator.clip_grad_norm_ call and every finished step recorded, in order.
+RECORDING_PRETRAIN = """
+import json, sys
+import accelerate
+from modeling_gpt_scratch import training
+events, clip, check = [], accelerate.Accelerator.clip_grad_norm_, training.check_finite
+accelerate.Accelerator.clip_grad_norm_ = lambda self, *a, **k: (events.append("clip"), clip(self, *a, **k))[1]
+training.check_finite = lambda loss, step: (events.append("step"), check(loss, step))[1]
+sys.path.insert(0, "examples")
+import pretrain
+assert pretrain.main(sys.argv[1:]) == 0
+print("EVENTS", json.dumps(events))
+"""
+
+
+@pytest.mark.parametrize("warmup", [None, 3])
+def test_pretrain_book_appendix_d_schedule_equals_the_books_train_model(
+    monkeypatch, tmp_path, tmp_path_factory, shared_data, warmup, one_thread
+):
+    """`pretrain.py --lr_scheduler_type book_appendix_d`: the learning rate of every step and the
+    steps it clips are those of the book's own `train_model` over as many steps (the book warms up
+    for int(0.2 * total_steps) when --num_warmup_steps is not given)."""
+    import subprocess
+    import sys
+
+    n_batches, n_epochs, peak = 5, 2, 1e-3
+    total = n_batches * n_epochs
+    book_lrs, book_clipped = run_book_train_model(
+        monkeypatch, n_batches, n_epochs, warmup or int(0.2 * total), peak, False
+    )
+    out = tmp_path / "run"
+    args = [*CUT_MODEL, "--train_file", shared_data / "the-verdict" / "the-verdict.txt"]
+    args += ["--max_train_steps", total, "--lr_scheduler_type", "book_appendix_d", "--learning_rate", peak]
+    args += ["--eval_steps", 100, "--eval_iters", 1, "--max_new_tokens", 2, "--output_dir", out]
+    args += ["--num_warmup_steps", warmup] if warmup else []
+    result = subprocess.run(
+        [sys.executable, "-c", RECORDING_PRETRAIN, *map(str, args)],
+        cwd=REPO, env=script_env(tmp_path_factory), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    stdout = ok(result)
+    events = json.loads(stdout.split("EVENTS ")[-1])
+    clipped, steps = [], 0
+    for event in events:
+        steps += event == "step"
+        if event == "clip":
+            clipped.append(steps)  # the 0-based step whose gradients were clipped
+    assert steps == total and clipped == book_clipped
+    assert json.loads((out / "training_log.json").read_text())["learning_rates"] == book_lrs  # equal floats
+    assert f"{warmup or 2} warmup steps" in stdout
+
+
+def test_pretrain_book_appendix_d_errors(tmp_path, tmp_path_factory, shared_data, capsys):
+    from conftest import cli_error, fails_cleanly, load_example
+
+    argv = [*CUT_MODEL, "--output_dir", tmp_path / "out", "--initial_lr", "1e-4"]
+    assert "--initial_lr and --min_lr set --lr_scheduler_type book_appendix_d" in cli_error(
+        load_example("pretrain").main, argv, capsys
+    )
+    args = [*CUT_MODEL, "--train_file", shared_data / "the-verdict" / "the-verdict.txt"]
+    args += ["--max_train_steps", 4, "--lr_scheduler_type", "book_appendix_d", "--output_dir", tmp_path / "o"]
+    result = run_script(PRETRAIN, *args, env=script_env(tmp_path_factory))
+    fails_cleanly(
+        result, "--lr_scheduler_type book_appendix_d: appendix D's schedule needs warmup_steps >= 1"
+    )
+    assert {f.name for f in (tmp_path / "o").glob("*")} <= {".writer.lock"}  # nothing but the lock
+
+
 # ------------------------------------------------------------------------------- chapter 6's classifier
 SPAM_TEXTS = [
     "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
@@ -401,38 +470,51 @@ def test_lora_model_equals_appendix_e(one_thread):
 
 
 # ------------------------------------------------------------------------------- chapter 5's randomness
-def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thread):
-    """The book's chapter 5 run (seed 123, GPTModel, shuffled loader, dropout 0.1, AdamW 4e-4, an
-    evaluation every 5 steps on 5 batches) on a cut model for 2 epochs of The Verdict, with the book's
-    own code, and the same run with our model, loaders and `train_model_simple`: every evaluation equal."""
+# The book's chapter 5 run cut down: a 2-layer, 32-dimension GPT at context 32 on the first 8,000
+# characters of The Verdict (1,700 training tokens), 2 epochs, everything else as printed.
+CUT_BOOK_CFG = {"vocab_size": 50257, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
+CUT_BOOK_CFG.update(drop_rate=0.1, qkv_bias=False)
+CUT_EPOCHS = 2
+
+
+def cut_verdict(shared_data):
+    return (shared_data / "the-verdict" / "the-verdict.txt").read_text(encoding="utf-8")[:8000]
+
+
+def book_ch05_run(train_text, val_text):
+    """The book's own chapter 5 code on the cut model: (initial state dict, train losses, val losses,
+    tokens seen, steps per epoch) of its `train_model_simple` (seed 123, shuffled loader, AdamW 4e-4 / 0.1, an
+    evaluation every 5 steps on 5 batches, a greedy sample per epoch)."""
     import tiktoken
     from llms_from_scratch import ch02 as book_ch02
     from llms_from_scratch import ch05 as book_ch05
 
-    from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
-    from modeling_gpt_scratch.book_pretraining import book_init_, book_loaders, train_model_simple
-    from modeling_gpt_scratch.data import train_val_split
-
-    text = (shared_data / "the-verdict" / "the-verdict.txt").read_text(encoding="utf-8")
-    train_text, val_text = train_val_split(text[:8000])  # cut too: 1,700 training tokens
-    cfg = {"vocab_size": 50257, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2}
-    cfg.update(drop_rate=0.1, qkv_bias=False)
     loader_args = {"batch_size": 2, "max_length": 32, "stride": 32}
-    epochs = 2
-
     torch.manual_seed(123)
-    book = book_ch04.GPTModel(cfg)
+    book = book_ch04.GPTModel(CUT_BOOK_CFG)
     initial = {k: v.clone() for k, v in book.state_dict().items() if not k.endswith(".mask")}
     book_train = book_ch02.create_dataloader_v1(train_text, **loader_args, drop_last=True, shuffle=True)
     book_val = book_ch02.create_dataloader_v1(val_text, **loader_args, drop_last=False, shuffle=False)
     optimizer = torch.optim.AdamW(book.parameters(), lr=4e-4, weight_decay=0.1)
-    book_train_losses, book_val_losses, book_tokens = book_ch05.train_model_simple(
-        book, book_train, book_val, optimizer, "cpu", num_epochs=epochs, eval_freq=5, eval_iter=5,
+    train_losses, val_losses, tokens = book_ch05.train_model_simple(
+        book, book_train, book_val, optimizer, "cpu", num_epochs=CUT_EPOCHS, eval_freq=5, eval_iter=5,
         start_context="Every effort moves you", tokenizer=tiktoken.get_encoding("gpt2"),
     )  # fmt: skip
+    return initial, train_losses, val_losses, tokens, len(book_train)
+
+
+def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thread):
+    """The book's chapter 5 run on a cut model with the book's own code, and the same run with our
+    model, loaders and `train_model_simple`: every evaluation equal."""
+    from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+    from modeling_gpt_scratch.book_pretraining import book_init_, book_loaders, train_model_simple
+    from modeling_gpt_scratch.data import train_val_split
+
+    train_text, val_text = train_val_split(cut_verdict(shared_data))
+    initial, book_train_losses, book_val_losses, book_tokens, _ = book_ch05_run(train_text, val_text)
 
     torch.manual_seed(0)  # whatever happened before: book_init_ reseeds
-    config = GPTScratchConfig.from_book_dict(cfg, tie_word_embeddings=False)
+    config = GPTScratchConfig.from_book_dict(CUT_BOOK_CFG, tie_word_embeddings=False)
     ours = book_init_(GPTScratchForCausalLM(config), 123)
     for name, tensor in initial.items():
         torch.testing.assert_close(
@@ -442,7 +524,7 @@ def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thr
     optimizer = torch.optim.AdamW(ours.parameters(), lr=4e-4, weight_decay=0.1)
     lines = []
     history = train_model_simple(
-        ours, train_loader, val_loader, optimizer, num_epochs=epochs, log=lines.append
+        ours, train_loader, val_loader, optimizer, num_epochs=CUT_EPOCHS, log=lines.append
     )
 
     assert len(history.train_losses) == len(book_train_losses) > 10
@@ -453,3 +535,62 @@ def test_book_exact_pretraining_loop_gives_the_books_losses(shared_data, one_thr
         lines[0]
         == f"Ep 1 (Step 000000): Train loss {book_train_losses[0]:.3f}, Val loss {book_val_losses[0]:.3f}"
     )
+
+
+PRETRAIN = REPO / "examples" / "pretrain.py"
+CUT_MODEL = ["--config_name", "GPT_CONFIG_124M", "--config_overrides", "context_length=32,emb_dim=32,n_layers=2,n_heads=2"]  # fmt: skip
+
+
+def test_pretrain_book_exact_prints_the_books_losses(shared_data, tmp_path_factory, tmp_path, one_thread):
+    """`examples/pretrain.py --book_exact` on the cut model and text: every evaluation line it prints
+    is the line the book's own `train_model_simple` prints, and its log holds the same losses."""
+    from modeling_gpt_scratch.book_pretraining import book_log_line
+    from modeling_gpt_scratch.data import train_val_split
+
+    text = cut_verdict(shared_data)
+    (tmp_path / "cut.txt").write_text(text, encoding="utf-8")
+    _, book_train, book_val, book_tokens, steps_per_epoch = book_ch05_run(*train_val_split(text))
+
+    out = tmp_path / "run"
+    args = [
+        "--book_exact",
+        *CUT_MODEL,
+        "--train_file",
+        tmp_path / "cut.txt",
+        "--num_train_epochs",
+        CUT_EPOCHS,
+    ]
+    args += ["--max_new_tokens", 5, "--output_dir", out]
+    stdout = ok(run_script(PRETRAIN, *args, env=script_env(tmp_path_factory)))
+
+    printed = [line for line in stdout.splitlines() if line.startswith("Ep ")]
+    steps = [5 * i for i in range(len(book_train))]
+    epochs = [1 + s // steps_per_epoch for s in steps]
+    assert printed == [book_log_line(*row) for row in zip(epochs, steps, book_train, book_val, strict=True)]
+    assert stdout.count("Every effort moves you") == CUT_EPOCHS  # the book's sample after each epoch
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["book_exact"] and log["finished"] and log["global_step"] == CUT_EPOCHS * steps_per_epoch
+    assert [e["train_loss"] for e in log["evals"]] == pytest.approx(book_train, abs=1e-5)
+    assert [e["val_loss"] for e in log["evals"]] == pytest.approx(book_val, abs=1e-5)
+    assert [e["tokens_seen"] for e in log["evals"]] == book_tokens
+    assert (out / "model.safetensors").is_file() and (out / "loss-plot.png").is_file()
+
+
+BOOK_EXACT_REFUSES = {
+    "gradient accumulation": (["--gradient_accumulation_steps", 2], "--book_exact takes one batch per step"),
+    "a schedule": (["--lr_scheduler_type", "cosine"], "--book_exact keeps the book's constant rate"),
+    "resuming": (["--resume_from_checkpoint", "latest"], "drop --resume_from_checkpoint"),
+    "mixed precision": (["--mixed_precision", "bf16"], "--book_exact trains in float32"),
+    "another init": (["--init", "gpt2"], "--book_exact draws the book's initial weights"),
+    "a step budget": (["--max_train_steps", 3], "--book_exact runs whole epochs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BOOK_EXACT_REFUSES))
+def test_pretrain_book_exact_refuses_what_it_cannot_honour(case, tmp_path, capsys):
+    from conftest import cli_error, load_example
+
+    args, message = BOOK_EXACT_REFUSES[case]
+    argv = ["--book_exact", *CUT_MODEL, "--output_dir", tmp_path / "out", *args]
+    assert message in cli_error(load_example("pretrain").main, argv, capsys)
+    assert not (tmp_path / "out").exists()
