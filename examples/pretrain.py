@@ -252,7 +252,7 @@ def main(argv=None):
     # ---- everything that can be wrong is checked before training, and before anything is written
     checkpoint = resume = None
     if args.resume_from_checkpoint:
-        checkpoint = training.find_checkpoint(args.resume_from_checkpoint, output_dir)
+        checkpoint = training.find_checkpoint(args.resume_from_checkpoint, output_dir, say)
         resume, saved_config = training.read_checkpoint(checkpoint, config, fsdp)
         config = config or saved_config
         for key in args.defaulted:  # what the command line does not say is what the checkpoint's run used

@@ -35,7 +35,7 @@ def test_run_cli_turns_errors_into_one_line_and_a_status(capsys, monkeypatch):
     assert run_cli(lambda argv: (_ for _ in ()).throw(FileNotFoundError(2, "No such file", "x.json"))) == 1
     assert capsys.readouterr().err.startswith("error: [Errno 2] No such file")
     assert run_cli(lambda argv: (_ for _ in ()).throw(KeyboardInterrupt)) == EXIT_INTERRUPTED
-    assert capsys.readouterr().err == "error: interrupted; no output was written.\n"
+    assert capsys.readouterr().err == "error: interrupted (no output is left half-written)\n"
     assert run_cli(lambda argv: 143) == 143 and run_cli(lambda argv: None) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0)
