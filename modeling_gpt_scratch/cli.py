@@ -141,19 +141,25 @@ def _swap_into_place(tmp: Path, output: Path) -> None:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside the block are delivered when it ends: for the few renames
-    that move a finished output into place, which must not stop half-way (kill -9 cannot be deferred;
-    each step is ordered so that it leaves no mix either)."""
-    signals = {signal.SIGINT, signal.SIGTERM}
+    """Ctrl-C and SIGTERM that arrive inside the block are acted on when it ends: for the few renames
+    that move a finished output into place, which must not stop half-way. (Python runs signal
+    handlers in the main thread, so the handlers are swapped for one that only takes note; a signal
+    mask would not do, the kernel hands a process's signal to any thread that does not block it.
+    kill -9 cannot be deferred: each step is ordered so that it leaves no mix either.)"""
+    pending = []
+    previous = {}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
-        yield
-        return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: signals go to the main thread anyway
+        pass
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in pending:
+            signal.raise_signal(sig)
 
 
 def _umask() -> int:

@@ -73,7 +73,7 @@ class FakeAccelerator:
 
 def assert_visible_checkpoints_whole(root, names):
     """Every checkpoint `latest` could pick holds all its files, all of one save."""
-    for step, folder in training.complete_checkpoints(root):
+    for _, folder in training.complete_checkpoints(root):
         versions = {(folder / name).read_text() if (folder / name).exists() else None for name in names}
         assert len(versions) == 1 and None not in versions, (folder, versions)
 
@@ -332,3 +332,319 @@ def test_full_disk_classifier_is_one_line_and_leaves_nothing(sms_env, tmp_path):
     out = disk / "out"
     assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
     assert [p for p in out.rglob("*") if p.name.startswith(".saving-")] == []
+
+
+# ------------------------------------------------------------------------- resuming runs no code
+class CreatesFile:
+    """Unpickled, it calls `open(marker, "w")`: code from a checkpoint that leaves a trace."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def accelerate_checkpoint(folder):
+    """A checkpoint as pretrain.py's Accelerate writes one (weights, optimizer, scheduler, random
+    states, a registered object), in this process."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    accelerator.register_for_checkpointing(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    accelerator.save_state(str(folder))
+    return sorted(p.name for p in folder.iterdir())
+
+
+def distcp_checkpoint(folder, state):
+    """A torch.distributed.checkpoint folder (FSDP's format: `.metadata` and `.distcp` files)."""
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to save in a single process"
+        dcp.save(state, checkpoint_id=str(folder))
+
+
+def test_every_file_a_checkpoint_holds_is_read_without_running_code(tmp_path):
+    """A payload in each kind of file a checkpoint holds (Accelerate's pickles and FSDP's `.metadata`
+    and `.distcp`) is refused before anything runs; the clean files pass."""
+    clean = tmp_path / "clean"
+    names = accelerate_checkpoint(clean)
+    assert {"optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"} <= set(names)
+    optimizer_state = {
+        "state": {"w": {"step": torch.tensor(3.0)}},
+        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.99)}],
+    }
+    distcp_checkpoint(clean / "optimizer_0", {"optimizer": optimizer_state, "w": torch.ones(3)})
+    training.check_no_code(clean)
+    marker = tmp_path / "code-ran"
+    payload = {"state": CreatesFile(marker)}
+
+    torch.save(payload, tmp_path / "proof.bin")  # the payload is real: unpickled freely, it runs
+    torch.load(tmp_path / "proof.bin", weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+
+    pickled = [n for n in names if n.endswith((".bin", ".pkl"))]
+    for name in [*pickled, "optimizer_0/.metadata", "optimizer_0/distcp-entry"]:
+        bad = tmp_path / f"bad-{name.replace('/', '-')}"
+        shutil.copytree(clean, bad)
+        if name == "optimizer_0/.metadata":  # what torch.distributed.checkpoint reads with pickle.load
+            (bad / name).write_bytes(pickle.dumps(CreatesFile(marker)))
+        elif name == "optimizer_0/distcp-entry":  # a non-tensor entry: read with weights_only=False
+            shutil.rmtree(bad / "optimizer_0")
+            distcp_checkpoint(bad / "optimizer_0", {"optimizer": {"param_groups": [payload]}})
+        else:
+            torch.save(payload, bad / name)
+        with pytest.raises(CLIError, match="holds more than tensors and numbers"):
+            training.check_no_code(bad)
+        assert not marker.exists(), name
+
+
+@pytest.mark.slow
+def test_resuming_a_checkpoint_with_a_payload_runs_no_code(env, reference_run, tmp_path):
+    """The whole script: pretrain.py --resume_from_checkpoint of a checkpoint whose registered-object
+    file would run code stops with one line, and the code never ran."""
+    args, reference, _ = reference_run
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    marker = tmp_path / "code-ran"
+    checkpoint = out / "checkpoints" / "step_4"
+    torch.save({"payload": CreatesFile(marker)}, checkpoint / "custom_checkpoint_0.pkl")
+    resume = ["--output_dir", out, "--resume_from_checkpoint", checkpoint, "--stop_after_steps", 6]
+    fails_cleanly(
+        run_script(PRETRAIN, *args, *resume, env=env), "custom_checkpoint_0.pkl holds more than tensors"
+    )
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------ one writer per folder
+def locked(path) -> bool:
+    import fcntl
+
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+@pytest.mark.slow
+def test_a_second_pretraining_into_the_same_new_folder_stops(env, verdict, tmp_path):
+    """Two real pretrain.py runs into one new --output_dir: while the first holds the folder (paused
+    the moment it takes the lock, so it has written nothing else yet), the second stops with one line
+    before training; the first then finishes alone."""
+    out = tmp_path / "run"
+    args = [*SMALL, *QUIET, "--train_file", verdict, "--output_dir", out, "--max_train_steps", 2]
+    first = start_script(PRETRAIN, *args, env=env)
+    try:
+        assert kill_when(first, out / ".writer.lock", signal.SIGSTOP)
+        while not locked(out / ".writer.lock"):  # paused between creating the file and locking it
+            first.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+            first.send_signal(signal.SIGSTOP)
+        assert sorted(p.name for p in out.iterdir()) == [".writer.lock"]
+        second = run_script(PRETRAIN, *args, env=env)
+        fails_cleanly(second, f"another process is writing into {out} (pretrain.py)")
+        assert "Ep 1" not in second.stdout
+        first.send_signal(signal.SIGCONT)
+        stdout, stderr = first.communicate(timeout=240)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    assert json.loads((out / "training_log.json").read_text())["global_step"] == 2
+
+
+# ------------------------------------------------------------------------------------------ networks
+@pytest.fixture
+def silent_server():
+    """A server on 127.0.0.1 that accepts every connection and never answers; yields its URL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_hub_push_to_a_server_that_never_answers_stops_by_itself(env, silent_server, tmp_path):
+    folder = tmp_path / "model"
+    old_model(folder)
+    hub_env = {**env, "HF_ENDPOINT": silent_server, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"}
+    hub_env["GPT_SCRATCH_HUB_TIMEOUT"] = "1"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "modeling_gpt_scratch.hub", "push", str(folder), "tester/model"],
+        env=hub_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - started < 60
+    fails_cleanly(result, "the Hub did not answer within 1 s; GPT_SCRATCH_HUB_TIMEOUT=SECONDS waits longer")
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "inf", "nan"])
+def test_a_bad_hub_timeout_is_named(value, monkeypatch):
+    from modeling_gpt_scratch import hub
+
+    monkeypatch.setenv("GPT_SCRATCH_HUB_TIMEOUT", value)
+    with pytest.raises(CLIError, match=f"GPT_SCRATCH_HUB_TIMEOUT='{value}' must be a positive number"):
+        hub.hub_timeout()
+
+
+@pytest.fixture
+def counting_server():
+    """A server on 127.0.0.1 that counts the connections made to it and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held = []
+    threading.Thread(
+        target=lambda: [held.append(server.accept()[0]) for _ in iter(int, 1)], daemon=True
+    ).start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{server.getsockname()[1]}", connections=held)
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+@pytest.mark.parametrize("where", ["nodir/x.json", "a-folder", "a-file/x.json"])
+def test_an_unwritable_output_file_fails_before_judging_anything(where, counting_server, tmp_path, capsys):
+    from conftest import cli_error, load_example
+
+    entries = [{"instruction": "Add", "input": "1+1", "output": "2", "model_response": "2"}]
+    data = tmp_path / "responses.json"
+    data.write_text(json.dumps(entries))
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    script = load_example("evaluate_responses")
+    argv = ["--input_file", data, "--output_file", tmp_path / where, "--ollama_url", counting_server.url]
+    line = cli_error(script.main, [*argv, "--timeout", 1, "--retries", 0], capsys)
+    assert "--output_file" in line and str(tmp_path / where) in line
+    assert counting_server.connections == []  # nothing was asked of the judge
+    assert json.loads(data.read_text()) == entries
+
+
+# ------------------------------------------------------------------------------------------ bad data
+def write_file(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+EMPTY_TEXTS = "text,label\n,spam\n  ,ham\n,spam\n"
+NULL_INSTRUCTION = [{"instruction": None, "input": "", "output": "x"}, {"instruction": "a", "output": "b"}]
+NULL_OUTPUT = [
+    {"instruction": "a", "input": "", "output": "b"},
+    {"instruction": "a", "input": "", "output": None},
+]
+TINY = "emb_dim=32,n_layers=2,n_heads=2,context_length=64"
+BAD_DATA = {
+    "classifier-empty-texts": (
+        "finetune_classifier",
+        lambda d: ["--config_name", "tiny", "--train_file", write_file(d / "e.csv", EMPTY_TEXTS)],
+        ["e.csv: example 1 has an empty 'text'"],
+    ),
+    "instruction-null-instruction": (
+        "finetune_instruction",
+        lambda d: [
+            "--config_name",
+            "tiny",
+            "--train_file",
+            write_file(d / "n.json", json.dumps(NULL_INSTRUCTION)),
+        ],
+        ['entry 0 "instruction" is null'],
+    ),
+    "instruction-null-output": (
+        "finetune_instruction",
+        lambda d: [
+            "--config_name",
+            "tiny",
+            "--train_file",
+            write_file(d / "n.json", json.dumps(NULL_OUTPUT)),
+        ],
+        ['entry 1 "output" is null'],
+    ),
+    "instruction-vocabulary-smaller-than-tokenizer": (
+        "finetune_instruction",
+        lambda d: [
+            "--config_name",
+            "tiny",
+            "--config_overrides",
+            f"{TINY},vocab_size=1000",
+            "--train_file",
+            write_file(d / "ok.json", json.dumps(NULL_OUTPUT[:1] * 10)),
+        ],
+        ["the tokenizer has 50257 tokens but the model's vocab_size is 1000"],
+    ),
+    "classifier-vocabulary-smaller-than-tokenizer": (
+        "finetune_classifier",
+        lambda d: ["--config_name", "tiny", "--config_overrides", f"{TINY},vocab_size=1000"],
+        ["the tokenizer has 50257 tokens but the model's vocab_size is 1000"],
+    ),
+    "classifier-lora-dropout": (
+        "finetune_classifier",
+        lambda d: ["--config_name", "tiny", "--train_mode", "lora", "--lora_dropout", "1.5"],
+        ["--lora_dropout must be below 1, got 1.5"],
+    ),
+    "instruction-lora-dropout": (
+        "finetune_instruction",
+        lambda d: ["--config_name", "tiny", "--use_lora", "--lora_dropout", "1.5"],
+        ["--lora_dropout must be below 1, got 1.5"],
+    ),
+    "preference-lora-dropout": (
+        "finetune_preference",
+        lambda d: ["--config_name", "tiny", "--use_peft", "--lora_dropout", "1.5"],
+        ["--lora_dropout must be below 1, got 1.5"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_data_is_one_line_before_training(case, sms_env, tmp_path, capsys, monkeypatch):
+    from conftest import cli_error, load_example
+
+    monkeypatch.setenv("GPT_SCRATCH_CACHE", sms_env["GPT_SCRATCH_CACHE"])
+    script, argv, words = BAD_DATA[case]
+    out = tmp_path / "out"
+    argv = [*argv(tmp_path), "--output_dir", out, "--use_cpu", "--report_to", "none"]
+    line = cli_error(load_example(script).main, argv, capsys)
+    assert all(w in line for w in words), line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_hub_push_of_a_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
+    from conftest import cli_error
+
+    from modeling_gpt_scratch import hub
+
+    folder = tmp_path / "model"
+    old_model(folder)
+    (folder / "config.json").write_text("[]")
+    line = cli_error(hub.main, ["push", folder, "tester/model"], capsys)
+    assert "config.json holds a JSON list, not a model config" in line
