@@ -18,7 +18,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, fails_cleanly, fault_env, kill_when, ok, run_script, script_env, start_script
+from conftest import (
+    REPO,
+    cli_error,
+    fails_cleanly,
+    fault_env,
+    kill_when,
+    load_example,
+    ok,
+    run_script,
+    script_env,
+    start_script,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM, training
@@ -470,8 +481,8 @@ def test_a_second_pretraining_into_the_same_new_folder_stops(env, verdict, tmp_p
 
 # ------------------------------------------------------------------------------------------ networks
 @pytest.fixture
-def silent_server():
-    """A server on 127.0.0.1 that accepts every connection and never answers; yields its URL."""
+def counting_server():
+    """A server on 127.0.0.1 that counts the connections made to it and never answers."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
@@ -485,16 +496,16 @@ def silent_server():
                 return
 
     threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    yield SimpleNamespace(url=f"http://127.0.0.1:{server.getsockname()[1]}", connections=held)
     server.close()
     for connection in held:
         connection.close()
 
 
-def test_a_hub_push_to_a_server_that_never_answers_stops_by_itself(env, silent_server, tmp_path):
+def test_a_hub_push_to_a_server_that_never_answers_stops_by_itself(env, counting_server, tmp_path):
     folder = tmp_path / "model"
     old_model(folder)
-    hub_env = {**env, "HF_ENDPOINT": silent_server, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"}
+    hub_env = {**env, "HF_ENDPOINT": counting_server.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_test"}
     hub_env["GPT_SCRATCH_HUB_TIMEOUT"] = "1"
     started = time.monotonic()
     result = subprocess.run(
@@ -518,26 +529,8 @@ def test_a_bad_hub_timeout_is_named(value, monkeypatch):
         hub.hub_timeout()
 
 
-@pytest.fixture
-def counting_server():
-    """A server on 127.0.0.1 that counts the connections made to it and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held = []
-    threading.Thread(
-        target=lambda: [held.append(server.accept()[0]) for _ in iter(int, 1)], daemon=True
-    ).start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{server.getsockname()[1]}", connections=held)
-    server.close()
-    for connection in held:
-        connection.close()
-
-
 @pytest.mark.parametrize("where", ["nodir/x.json", "a-folder", "a-file/x.json"])
 def test_an_unwritable_output_file_fails_before_judging_anything(where, counting_server, tmp_path, capsys):
-    from conftest import cli_error, load_example
-
     entries = [{"instruction": "Add", "input": "1+1", "output": "2", "model_response": "2"}]
     data = tmp_path / "responses.json"
     data.write_text(json.dumps(entries))
@@ -627,8 +620,6 @@ BAD_DATA = {
 
 @pytest.mark.parametrize("case", BAD_DATA)
 def test_bad_data_is_one_line_before_training(case, sms_env, tmp_path, capsys, monkeypatch):
-    from conftest import cli_error, load_example
-
     monkeypatch.setenv("GPT_SCRATCH_CACHE", sms_env["GPT_SCRATCH_CACHE"])
     script, argv, words = BAD_DATA[case]
     out = tmp_path / "out"
@@ -639,8 +630,6 @@ def test_bad_data_is_one_line_before_training(case, sms_env, tmp_path, capsys, m
 
 
 def test_a_hub_push_of_a_config_that_is_not_an_object_is_one_line(tmp_path, capsys):
-    from conftest import cli_error
-
     from modeling_gpt_scratch import hub
 
     folder = tmp_path / "model"
