@@ -23,6 +23,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -237,6 +238,14 @@ def parse_args(argv=None):
         raise CLIError(
             f"--output_file {args.output_file}: the folder {args.output_file.parent} does not exist"
         )
+    if args.output_file.is_dir():
+        raise CLIError(f"--output_file {args.output_file} is a folder: name a file")
+    try:  # the scores are written after every answer: find out now, not after the first judging
+        tempfile.TemporaryFile(dir=args.output_file.parent).close()
+    except OSError as error:
+        raise CLIError(
+            f"--output_file {args.output_file}: cannot write in {args.output_file.parent}: {error}"
+        ) from error
     args.judge_model = args.judge_model or {"ollama": "llama3", "openai": "gpt-4o-mini"}[args.judge]
     return args
 

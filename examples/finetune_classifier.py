@@ -44,6 +44,7 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer_utils import set_seed
+from transformers.utils import logging as hf_logging
 
 from modeling_gpt_scratch.classification import (
     balance_classes,
@@ -62,8 +63,14 @@ from modeling_gpt_scratch.cli import (
     publish_into,
     run_cli,
 )
-from modeling_gpt_scratch.instruction import add_lora
-from modeling_gpt_scratch.resolve import describe, load_config, load_pretrained, load_tokenizer_for
+from modeling_gpt_scratch.instruction import add_lora, check_lora_options
+from modeling_gpt_scratch.resolve import (
+    check_vocab_fits,
+    describe,
+    load_config,
+    load_pretrained,
+    load_tokenizer_for,
+)
 
 TRAIN_MODES = ("book", "full", "lora")
 RESULTS_FILE = "classifier_results.json"
@@ -325,9 +332,7 @@ def parse(argv):
     if (data.validation_file or data.test_file) and not data.train_file:
         raise CLIError("--validation_file and --test_file need a --train_file")
     check_number("--max_length", data.max_length, at_least=1)
-    check_number("--lora_r", margs.lora_r, at_least=1)
-    check_number("--lora_alpha", margs.lora_alpha, above=0)
-    check_number("--lora_dropout", margs.lora_dropout, at_least=0, below=1)
+    check_lora_options(margs.lora_r, margs.lora_alpha, margs.lora_dropout)
     check_number("--learning_rate", targs.learning_rate, above=0)
     check_number("--weight_decay", targs.weight_decay, at_least=0)
     check_number("--num_train_epochs", targs.num_train_epochs, above=0)
@@ -349,9 +354,12 @@ def prepare(margs, data, targs):
 
     tokenizer = load_tokenizer_for(margs.tokenizer_name, margs.model_name_or_path)
     tokenizer.padding_side = "right"
+    if targs.disable_tqdm:  # the model's loading bar too, not only the Trainer's
+        hf_logging.disable_progress_bar()
 
     set_seed(targs.seed)  # the head's initial weights
     model = build_model(margs, names)
+    check_vocab_fits(tokenizer, model.config)
     context = model.config.context_length
     lengths = [len(ids) for ids in tokenizer([t for t, _ in splits["train"]], verbose=False)["input_ids"]]
     longest = max(lengths)

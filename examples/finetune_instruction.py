@@ -44,6 +44,7 @@ from modeling_gpt_scratch.instruction import (
     InstructionDataset,
     add_chat_template,
     add_lora,
+    check_lora_options,
     check_records,
     encode,
     extract_response,
@@ -52,7 +53,13 @@ from modeling_gpt_scratch.instruction import (
     load_instruction_data,
     split_data,
 )
-from modeling_gpt_scratch.resolve import describe, load_config, load_pretrained, load_tokenizer_for
+from modeling_gpt_scratch.resolve import (
+    check_vocab_fits,
+    describe,
+    load_config,
+    load_pretrained,
+    load_tokenizer_for,
+)
 
 RESPONSE_FILE = "instruction-data-with-response.json"
 # The book's chapter-7 settings, where they differ from the Trainer's defaults.
@@ -142,9 +149,7 @@ def parse_args(argv=None):
     check_number("--max_new_tokens", data_args.max_new_tokens, at_least=1)
     for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
         check_number(f"--{name}", getattr(data_args, name), at_least=0)
-    check_number("--lora_r", model_args.lora_r, at_least=1)
-    check_number("--lora_alpha", model_args.lora_alpha, above=0)
-    check_number("--lora_dropout", model_args.lora_dropout, at_least=0, below=1)
+    check_lora_options(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
     check_number("--learning_rate", training_args.learning_rate, above=0)
     check_number("--weight_decay", training_args.weight_decay, at_least=0)
     check_number("--num_train_epochs", training_args.num_train_epochs, above=0)
@@ -219,6 +224,7 @@ def main(argv=None):
     add_chat_template(tokenizer)  # the book's prompt from chat messages, saved with the model
     set_seed(training_args.seed)
     model = build_model(model_args)
+    check_vocab_fits(tokenizer, model.config)
     context_length = model.config.max_position_embeddings
     max_length = min(data_args.allowed_max_length, context_length)
     if max_length < data_args.allowed_max_length:

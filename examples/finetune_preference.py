@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modeling_gpt_scratch.cli import CLIError, atomic_output_dir, one_line, run_cli
+from modeling_gpt_scratch.instruction import check_lora_options
+from modeling_gpt_scratch.resolve import check_vocab_fits
 
 RESPONSES_FILE = "preference-responses.json"
 RESULTS_FILE = "dpo_results.json"
@@ -124,8 +126,7 @@ def parse_args(argv=None):
     for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise CLIError(f"--{name} must be >= 0")
-    if args.lora_r < 1 or args.lora_alpha <= 0:
-        raise CLIError("--lora_r must be >= 1 and --lora_alpha > 0")
+    check_lora_options(args.lora_r, args.lora_alpha, args.lora_dropout)
     if config.precompute_ref_log_probs:
         raise CLIError(
             "--precompute_ref_log_probs is not supported here: the book's metrics need the reference"
@@ -326,6 +327,7 @@ def main(argv=None):
     tokenizer = load_tokenizer_for(args)
     set_seed(config.seed)
     model = build_model(args)
+    check_vocab_fits(tokenizer, model.config)
     context_length = model.config.max_position_embeddings
     config.max_length = min(config.max_length or context_length, context_length)
 

@@ -64,7 +64,7 @@ from modeling_gpt_scratch.cli import (
     run_cli,
 )
 from modeling_gpt_scratch.hub import check_repo_id, push_run
-from modeling_gpt_scratch.resolve import load_config, load_pretrained, load_tokenizer_for
+from modeling_gpt_scratch.resolve import check_vocab_fits, load_config, load_pretrained, load_tokenizer_for
 from modeling_gpt_scratch.training import LOG_FILE, PLOT_FILE, calc_loss_batch
 
 BOOK_PROMPT = "Every effort moves you"
@@ -282,7 +282,7 @@ def main(argv=None):
     # ---- everything that can be wrong is checked before training, and before anything is written
     checkpoint = resume = None
     if args.resume_from_checkpoint:
-        checkpoint = training.find_checkpoint(args.resume_from_checkpoint, output_dir)
+        checkpoint = training.find_checkpoint(args.resume_from_checkpoint, output_dir, say)
         resume, saved_config = training.read_checkpoint(checkpoint, config, fsdp)
         config = config or saved_config
         for key in args.defaulted:  # what the command line does not say is what the checkpoint's run used
@@ -296,10 +296,7 @@ def main(argv=None):
         )
     stride = args.stride or block_size
     tokenizer = load_tokenizer_for(args.tokenizer_name, args.model_name_or_path)
-    if len(tokenizer) > config.vocab_size:
-        raise CLIError(
-            f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}"
-        )
+    check_vocab_fits(tokenizer, config)
     prompt_ids = tokenizer(args.prompt, return_tensors="pt").input_ids
     if prompt_ids.shape[1] >= context:
         raise CLIError(

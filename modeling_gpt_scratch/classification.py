@@ -157,6 +157,10 @@ def read_labeled_file(path, text_column: str = "text", label_column: str = "labe
         text, label = record.get(text_key), record.get(label_key)
         if text is None or label is None or str(label).strip() == "":
             raise DataError(f"{path}: example {i + 1} has no {text_column!r} or no {label_column!r}")
+        if not str(text).strip():  # no tokens: nothing for the model to read, and nothing to learn
+            raise DataError(
+                f"{path}: example {i + 1} has an empty {text_column!r} (is --text_column the column of texts?)"
+            )
         rows.append((str(text), str(label).strip()))
     return rows
 

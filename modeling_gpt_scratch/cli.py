@@ -21,6 +21,7 @@ A script ends with `sys.exit(run_cli(main))`; a distributed one with `exit_proce
 
 import argparse
 import contextlib
+import errno
 import json
 import math
 import os
@@ -79,18 +80,42 @@ def atomic_output_dir(output: str | os.PathLike, overwrite: bool = False) -> Ite
     try:
         yield tmp
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); give it a normal folder's mode
-        _swap_into_place(tmp, output)
+        with signals_deferred():
+            _swap_into_place(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_new_parents(created)
         raise
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux's renameat2 RENAME_EXCHANGE): at every instant, even
+    under kill -9, each name holds a whole folder. False where the system cannot (then nothing moved)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):  # a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _swap_into_place(tmp: Path, output: Path) -> None:
-    """Move the finished `tmp` to `output`, moving an existing non-empty `output` aside first. Two
-    renames; if anything stops the swap between or during them (an error, Ctrl-C, SIGTERM), the old
-    folder is put back, so `output` is always either the old folder or the new one."""
+    """Move the finished `tmp` to `output`. A non-empty `output` is swapped with `tmp` in one step
+    where the system can (`exchange`), so even kill -9 finds the old folder or the new one there;
+    elsewhere it is moved aside first, two renames, and if anything stops the swap between or during
+    them (an error, Ctrl-C, SIGTERM) the old folder is put back."""
     old, emptied = None, False
+    if output.is_dir() and any(output.iterdir()) and exchange(tmp, output):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return
     try:
         if output.is_dir() and any(output.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
@@ -114,6 +139,29 @@ def _swap_into_place(tmp: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside the block are acted on when it ends: for the few renames
+    that move a finished output into place, which must not stop half-way. (Python runs signal
+    handlers in the main thread, so the handlers are swapped for one that only takes note; a signal
+    mask would not do, the kernel hands a process's signal to any thread that does not block it.
+    kill -9 cannot be deferred: each step is ordered so that it leaves no mix either.)"""
+    pending = []
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: signals go to the main thread anyway
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in pending:
+            signal.raise_signal(sig)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -133,16 +181,18 @@ def publish_into(folder: str | os.PathLike, last: tuple[str, ...] = ("config.jso
     tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     try:
         yield tmp
-        for name in last:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
-        for entry in sorted(tmp.iterdir(), key=lambda p: p.name in last):
-            target = folder / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
+        for entry in tmp.iterdir():
             if entry.is_file():  # some writers make private (0600) files; these are for everyone to read
                 entry.chmod(0o666 & ~_umask())
-            os.replace(entry, target)
+        with signals_deferred():  # Ctrl-C or SIGTERM now would leave the old model half-replaced
+            for name in last:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / name).unlink()
+            for entry in sorted(tmp.iterdir(), key=lambda p: p.name in last):
+                target = folder / entry.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(entry, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -269,18 +319,36 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
         warnings.filterwarnings("ignore", message=message, category=category)
     try:
         code = main(argv)
-    except (CLIError, OSError) as e:
+    except Exception as e:
+        message = _user_error(e)
+        if message is None:
+            raise
         if rank() == 0:
-            print(f"error: {one_line(e, limit=2000)}", file=sys.stderr, flush=True)
+            print(f"error: {message}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         if rank() == 0:
-            print("error: interrupted; no output was written.", file=sys.stderr, flush=True)
+            print("error: interrupted (no output is left half-written)", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+def _user_error(error: Exception) -> str | None:
+    """The one-line message for an error that is the user's to fix (bad input, an unwritable place, a
+    full disk), or None for a bug. safetensors reports a failed write as its own `SafetensorError`
+    ("I/O error: No space left on device (os error 28)"), so that counts as an OSError too."""
+    text = one_line(error, limit=2000)
+    io_failure = isinstance(error, OSError) or (
+        type(error).__name__ == "SafetensorError" and "os error" in text
+    )
+    if not (isinstance(error, CLIError) or io_failure):
+        return None
+    if io_failure and (getattr(error, "errno", None) == errno.ENOSPC or "os error 28" in text):
+        return f"{text}: the disk is full; free some space or write to another disk"
+    return text
 
 
 def exit_process(code: int):

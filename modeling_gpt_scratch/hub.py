@@ -16,6 +16,7 @@ Errors are `HubError` (a `CLIError`), one line saying what to do; the CLI prints
 exits 1, as every script of the project does.
 """
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -236,6 +237,44 @@ def _code_sources(folder: Path, config: dict, files: dict[str, Path], check: str
     return out
 
 
+TIMEOUT_VARIABLE = "GPT_SCRATCH_HUB_TIMEOUT"
+
+
+def hub_timeout() -> float:
+    """Seconds a push waits for the Hub at each step (connecting, each send, each answer):
+    GPT_SCRATCH_HUB_TIMEOUT, else 60."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise HubError(f"{TIMEOUT_VARIABLE}={text!r} must be a positive number of seconds")
+    return seconds
+
+
+@contextlib.contextmanager
+def network_deadline():
+    """huggingface_hub (1.x, 2.x) shares one httpx client whose timeout is None: a Hub that accepts
+    a connection and never answers keeps create_repo/create_commit waiting forever (only its own
+    downloads take HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT). For the length of the block that
+    client waits `hub_timeout()` seconds at each step, then raises a timeout (after its few retries)."""
+    seconds = hub_timeout()
+    try:
+        from huggingface_hub.utils import get_session
+
+        client = get_session()
+        previous = client.timeout
+        client.timeout = type(previous)(seconds)
+    except Exception:  # an older huggingface_hub on requests: its calls carry their own timeouts
+        yield
+        return
+    try:
+        yield
+    finally:
+        client.timeout = previous
+
+
 def push_folder(
     folder: str | os.PathLike,
     repo_id: str,
@@ -268,6 +307,11 @@ def push_folder(
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise HubError(f"{folder}/config.json: {one_line(e)}") from e
+    if not isinstance(config, dict):
+        raise HubError(
+            f"{folder}/config.json holds a JSON {type(config).__name__}, not a model config (an object): "
+            "push a folder written by save_pretrained."
+        )
     files = _files(folder, tuple(ignore_patterns))
     files.update(_code_sources(folder, config, files, check_code, refresh_code))
 
@@ -275,34 +319,40 @@ def push_folder(
         raise HubError("HF_HUB_OFFLINE=1 is set and pushing needs the network: run with HF_HUB_OFFLINE=0.")
     api = HfApi(token=token)
     try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # NAME -> OWNER/NAME
-        card = None
-        if "README.md" not in files:
-            card = model_card(
-                config,
+        with network_deadline():
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # NAME -> OWNER/NAME
+            card = None
+            if "README.md" not in files:
+                card = model_card(
+                    config,
+                    repo_id,
+                    base_model=base_model,
+                    datasets=datasets,
+                    metrics=metrics,
+                    license=license,
+                    tags=tags,
+                    has_tokenizer=any(name in files for name in TOKENIZER_FILES),
+                    num_parameters=num_parameters or _safetensors_parameters(folder),
+                )
+            ops = [
+                CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()
+            ]
+            if card is not None:
+                ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+            return api.create_commit(
                 repo_id,
-                base_model=base_model,
-                datasets=datasets,
-                metrics=metrics,
-                license=license,
-                tags=tags,
-                has_tokenizer=any(name in files for name in TOKENIZER_FILES),
-                num_parameters=num_parameters or _safetensors_parameters(folder),
+                ops,
+                commit_message=commit_message or f"Upload {folder.name} with gpt-scratch",
+                commit_description=commit_description,
+                revision=revision,
             )
-        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for rel, path in files.items()]
-        if card is not None:
-            ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
-        return api.create_commit(
-            repo_id,
-            ops,
-            commit_message=commit_message or f"Upload {folder.name} with gpt-scratch",
-            commit_description=commit_description,
-            revision=revision,
-        )
     except HubError:
         raise
     except Exception as e:  # huggingface_hub and httpx raise many kinds: HTTP status, network, auth
-        raise HubError(f"pushing {folder} to {repo_id} failed: {one_line(e)}") from e
+        hint = ""
+        if "Timeout" in type(e).__name__:
+            hint = f" (the Hub did not answer within {hub_timeout():g} s; {TIMEOUT_VARIABLE}=SECONDS waits longer)"
+        raise HubError(f"pushing {folder} to {repo_id} failed: {one_line(e)}{hint}") from e
 
 
 def push_model(

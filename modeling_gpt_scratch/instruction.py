@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .cli import check_number
 from .data import DataError, cached_download, default_cache_dir
 
 INSTRUCTION_DATA_URL = (
@@ -127,6 +128,9 @@ def check_records(records, source: str) -> list[dict]:
         for key in REQUIRED_KEYS:
             if key not in entry:
                 raise DataError(f'{source}: entry {index} has no "{key}" key (it has {sorted(entry)})')
+        for key in REQUIRED_KEYS:
+            if entry[key] is None:  # it would train on the text "None"
+                raise DataError(f'{source}: entry {index} "{key}" is null; it must be a string')
         for key in (*REQUIRED_KEYS, "input"):
             value = entry.get(key)
             if value is not None and not isinstance(value, str):
@@ -277,6 +281,13 @@ def init_lora_like_book(model, seed: int | None = None):
     return model
 
 
+def check_lora_options(r, alpha, dropout) -> None:
+    """--lora_r, --lora_alpha and --lora_dropout, each checked under its own name (before any work)."""
+    check_number("--lora_r", r, at_least=1)
+    check_number("--lora_alpha", alpha, above=0)
+    check_number("--lora_dropout", dropout, at_least=0, below=1)
+
+
 def add_lora(
     model,
     r: int = 16,
@@ -300,6 +311,7 @@ def add_lora(
     the adapter then needs the same base head, so keep the merged model."""
     from peft import LoraConfig, get_peft_model
 
+    check_lora_options(r, alpha, dropout)
     config = LoraConfig(
         r=r,
         lora_alpha=peft_lora_alpha(alpha, r, style),

@@ -142,6 +142,16 @@ def load_tokenizer_for(tokenizer_name: str | None = None, model_name_or_path: st
     return tokenizer
 
 
+def check_vocab_fits(tokenizer, config) -> None:
+    """A tokenizer whose ids the model has no embedding for fails deep inside training (an index
+    error in the Trainer); say so before: one line, naming both sizes."""
+    if len(tokenizer) > config.vocab_size:
+        raise CLIError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}: "
+            "choose the model's own tokenizer (--tokenizer_name) or a model with a vocabulary this large"
+        )
+
+
 # ------------------------------------------------------------------------------------------ models
 def load_pretrained(auto_class, source: str, quiet: bool = False, **kwargs):
     """`auto_class.from_pretrained(source, **kwargs)`; a failure is one line naming the folder. With

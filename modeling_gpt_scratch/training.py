@@ -14,10 +14,16 @@
 - `StopRequest`: Ctrl-C / SIGTERM ask for a checkpoint and a stop at the end of the current step.
 """
 
+import collections
+import contextlib
+import importlib
+import io
 import json
 import logging
 import math
 import os
+import pathlib
+import pickle
 import shutil
 import signal
 import sys
@@ -36,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from transformers import AutoConfig, AutoModelForCausalLM, get_scheduler
 
-from .cli import CLIError, rank, write_json
+from .cli import CLIError, exchange, rank, signals_deferred, write_json
 from .data import SlidingWindowDataset, resolve_text_files, the_verdict_path
 from .resolve import describe
 
@@ -535,8 +541,11 @@ def complete_checkpoints(output_dir) -> list[tuple[int, Path]]:
 
 def save_checkpoint(accelerator, model, output_dir, global_step, state: dict, keep: int | None) -> Path:
     """accelerator.save_state into checkpoints/step_N, complete or invisible: written under a
-    temporary name, the state file last, then renamed into place (an older step_N goes first). Keeps
-    the newest `keep` complete checkpoints."""
+    temporary name, the state file last, then put in place: swapped with an older step_N in one step
+    (`exchange`), or, where the system cannot, after renaming the older one aside. A kill at any
+    instant leaves step_N old and whole or new and whole (or, without the swap, absent: `latest` then
+    takes the one before and says so); Ctrl-C and SIGTERM wait for the renames. The old one is deleted
+    state file first. Keeps the newest `keep` complete checkpoints."""
     root = Path(output_dir) / CHECKPOINTS
     path, tmp = root / f"step_{global_step}", root / f".step_{global_step}.tmp"
     if accelerator.is_main_process:
@@ -547,22 +556,50 @@ def save_checkpoint(accelerator, model, output_dir, global_step, state: dict, ke
     if accelerator.is_main_process:
         accelerator.unwrap_model(model, keep_torch_compile=False).config.save_pretrained(tmp)
         write_json(tmp / STATE_FILE, state)  # last: the checkpoint is complete
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        old = root / f".step_{global_step}.old"
+        with signals_deferred():
+            if path.exists() and exchange(tmp, path):
+                old = tmp  # the old step_N, swapped out in one step
+            else:
+                remove_checkpoint(old)
+                if path.exists():
+                    os.replace(path, old)
+                os.replace(tmp, path)
+        remove_checkpoint(old)
         if keep:
-            for _, old in complete_checkpoints(output_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+            for _, stale in complete_checkpoints(output_dir)[:-keep]:
+                remove_checkpoint(stale)
     accelerator.wait_for_everyone()
     return path
 
 
-def find_checkpoint(name: str, output_dir) -> Path:
-    """The folder --resume_from_checkpoint names, checked; "latest" is the newest complete one."""
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint folder, its state file first: a deletion cut short leaves an invisible
+    (incomplete) folder, never one that looks complete and lacks files."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / STATE_FILE).unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def find_checkpoint(name: str, output_dir, say=None) -> Path:
+    """The folder --resume_from_checkpoint names, checked; "latest" is the newest complete one (and
+    `say` is told of any newer folder skipped because it is incomplete: an interrupted save)."""
     if name == "latest":
         done = complete_checkpoints(output_dir)
+        root = Path(output_dir) / CHECKPOINTS
+        newest = done[-1][0] if done else -1
+        skipped = sorted(
+            p.name
+            for p in (root.iterdir() if root.is_dir() else [])
+            if p.is_dir() and p not in [f for _, f in done] and _step_of(p.name) > newest
+        )
         if not done:
-            raise CLIError(
-                f"--resume_from_checkpoint latest: no complete checkpoint in {Path(output_dir) / CHECKPOINTS}"
+            extra = f" (incomplete: {', '.join(skipped)})" if skipped else ""
+            raise CLIError(f"--resume_from_checkpoint latest: no complete checkpoint in {root}{extra}")
+        if skipped and say is not None:
+            say(
+                f"note: skipping {', '.join(skipped)} in {root}: incomplete (a save was interrupted); "
+                f"resuming from {done[-1][1].name}, the newest complete checkpoint"
             )
         return done[-1][1]
     path = Path(name)
@@ -575,20 +612,74 @@ def find_checkpoint(name: str, output_dir) -> Path:
     return path
 
 
+def _step_of(name: str) -> int:
+    digits = name.strip(".").removeprefix("step_").split(".")[0]
+    return int(digits) if digits.isdigit() else -1
+
+
+PICKLED = (".pkl", ".bin", ".pt", ".pth")
+
+
 def check_no_code(checkpoint: Path) -> None:
-    """Refuse a checkpoint whose pickled files hold anything but tensors, numbers and numpy arrays.
-    Accelerate's load_state unpickles the registered objects' states (custom_checkpoint_N.pkl) with
-    `weights_only=False`, which runs whatever code a crafted file names; loading each file here first
-    with `weights_only=True` stops such a file before anything runs."""
+    """Refuse a checkpoint any of whose files would run code when a resume reads it. Accelerate's
+    load_state unpickles the registered objects' states (custom_checkpoint_N.pkl), random states,
+    optimizer and scheduler with `weights_only=False`; torch.distributed.checkpoint (FSDP) reads
+    `.metadata` with plain pickle and the non-tensor entries of `.distcp` files with `weights_only=False`.
+    Each is read here first the safe way (`weights_only=True`; `.metadata` through an unpickler that
+    knows only the checkpoint format's own classes; every entry a `.metadata` names in its `.distcp`
+    file), so a crafted file is stopped before anything runs. Safetensors and JSON hold no code."""
     for path in sorted(checkpoint.rglob("*")):
-        if path.suffix in (".pkl", ".bin", ".pt", ".pth") and path.is_file():
-            try:
+        if not path.is_file():
+            continue
+        try:
+            if path.suffix in PICKLED:
                 accelerate_load(path, map_location="cpu")
-            except Exception as error:  # UnpicklingError for code, others for torn files
-                raise CLIError(
-                    f"checkpoint file {path} holds more than tensors and numbers (or is damaged), so it is "
-                    f"not loaded: {describe(error)}"
-                ) from error
+            elif path.name.endswith(".metadata"):
+                _check_distcp_folder(path)
+        except Exception as error:  # UnpicklingError for code, others for torn files
+            raise CLIError(
+                f"checkpoint file {path} holds more than tensors and numbers (or is damaged), so it is "
+                f"not loaded: {describe(error)}"
+            ) from error
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Builds torch.distributed.checkpoint's `.metadata`: its own dataclasses, torch's sizes, dtypes
+    and layouts, paths; any other name (a function that would run) is refused."""
+
+    MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+
+    def find_class(self, module, name):
+        found = None
+        if module in self.MODULES:
+            found = getattr(importlib.import_module(module), name, None)
+            found = found if isinstance(found, type) else None
+        elif module == "torch" and name == "Size":
+            found = torch.Size
+        elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            found = getattr(torch, name)
+        elif (module, name) == ("torch.serialization", "_get_layout"):
+            found = torch.serialization._get_layout
+        elif (module, name) in (("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("pathlib", "Path")):
+            found = getattr(pathlib, name)
+        elif (module, name) == ("collections", "OrderedDict"):
+            found = collections.OrderedDict
+        if found is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+        return found
+
+
+def _check_distcp_folder(metadata_path: Path) -> None:
+    """The `.metadata` of a torch.distributed.checkpoint folder, read safely; then every entry it
+    names, read from its `.distcp` file with `weights_only=True` (tensors and plain values)."""
+    with open(metadata_path, "rb") as f:
+        metadata = _MetadataUnpickler(f).load()
+    for info in getattr(metadata, "storage_data", {}).values():
+        if getattr(info, "transform_descriptors", None):
+            raise ValueError(f"{info.relative_path} is stored with transforms this check does not read")
+        with open(metadata_path.parent / info.relative_path, "rb") as f:
+            f.seek(info.offset)
+            torch.load(io.BytesIO(f.read(info.length)), map_location="cpu", weights_only=True)
 
 
 def read_checkpoint(checkpoint: Path, config, fsdp: bool):

@@ -4,13 +4,17 @@ script's test makes (a script run as a user runs it; a clean failure: one `error
 
 import contextlib
 import functools
+import glob
 import http.server
 import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +48,35 @@ def start_script(script, *args, env, launcher=(sys.executable,), stderr=subproce
         text=True,
         encoding="utf-8",
     )
+
+
+def kill_when(process, path_appears, sig=signal.SIGKILL, timeout=240, poll=0.002):
+    """Send `sig` to `process` the moment a path matching the glob `path_appears` exists (hidden
+    names included), polling every `poll` seconds. Returns True when sent, False when the process
+    ended first; a process still running after `timeout` seconds with no such path is killed and the
+    test fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if glob.glob(str(path_appears), include_hidden=True):
+            process.send_signal(sig)
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(poll)
+    process.kill()
+    raise AssertionError(f"{path_appears} did not appear within {timeout} s")
+
+
+def fault_env(env: dict, **fault) -> dict:
+    """`env` for a script that meets `fault` (see tests/faults/sitecustomize.py): a signal at the N-th
+    rename of a given path (`signal_at_replace=..., nth=..., signal=...`), or a full disk under a
+    folder (`full_disk=...`)."""
+    paths = [str(REPO / "tests" / "faults"), env.get("PYTHONPATH", "")]
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "GPT_SCRATCH_FAULT": json.dumps(fault),
+    }
 
 
 @contextlib.contextmanager

@@ -35,12 +35,58 @@ def test_run_cli_turns_errors_into_one_line_and_a_status(capsys, monkeypatch):
     assert run_cli(lambda argv: (_ for _ in ()).throw(FileNotFoundError(2, "No such file", "x.json"))) == 1
     assert capsys.readouterr().err.startswith("error: [Errno 2] No such file")
     assert run_cli(lambda argv: (_ for _ in ()).throw(KeyboardInterrupt)) == EXIT_INTERRUPTED
-    assert capsys.readouterr().err == "error: interrupted; no output was written.\n"
+    assert capsys.readouterr().err == "error: interrupted (no output is left half-written)\n"
     assert run_cli(lambda argv: 143) == 143 and run_cli(lambda argv: None) == 0
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli(lambda argv: 1 / 0)
     monkeypatch.setenv("RANK", "1")  # the other processes of a distributed run stop without a word
     assert run_cli(bad) == EXIT_ERROR and capsys.readouterr().err == ""
+
+
+def test_a_full_disk_is_one_line_whoever_writes(capsys):
+    """Python's OSError and safetensors' own error for a failed write (it is no OSError) are both one
+    line that says the disk is full; safetensors' other errors are bugs and keep their traceback."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    def raises(error):
+        def main(argv):
+            raise error
+
+        return main
+
+    full = "Error while serializing: I/O error: No space left on device (os error 28)"
+    for error in (OSError(errno.ENOSPC, "No space left on device"), SafetensorError(full)):
+        assert run_cli(raises(error)) == EXIT_ERROR
+        line = capsys.readouterr().err
+        assert line.count("\n") == 1 and "No space left on device" in line
+        assert line.endswith("the disk is full; free some space or write to another disk\n")
+    with pytest.raises(SafetensorError):
+        run_cli(raises(SafetensorError("Error while deserializing header: HeaderTooLarge")))
+
+
+def test_signals_deferred_acts_on_sigterm_after_the_block():
+    """SIGTERM inside the block (sent from another thread, as the kernel may pick any) reaches the
+    script's handler only when the block ends; the renames inside all happen."""
+    import signal
+    import threading
+
+    from modeling_gpt_scratch.cli import signals_deferred
+
+    seen, done = [], []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(len(done)))
+    try:
+        with signals_deferred():
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+            sender.start()
+            sender.join()
+            time.sleep(0.05)
+            done.append("first rename")
+            done.append("second rename")
+        assert seen == [2]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_sigterm_is_an_interrupt_and_the_handler_is_restored(capsys):

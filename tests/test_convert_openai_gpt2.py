@@ -489,6 +489,11 @@ BAD_INPUTS = {
         lambda d: _edit_hparams(d, n_embd=None),
         ["hparams.json", "no `n_embd`"],
     ),
+    "hparams-n-layer-bomb": (  # refused from the index alone, before anything is sized by n_layer
+        "two-layers",
+        lambda d: _edit_hparams(d, n_layer=300_000_000),
+        ["hparams.json says n_layer 300000000", "model.ckpt.index holds only", "(2 blocks)"],
+    ),
     "hparams-not-integer": (
         "two-layers",
         lambda d: _edit_hparams(d, n_layer="2"),

@@ -3,6 +3,7 @@ codes (run_cli): a conversion that fails or is interrupted at any point leaves n
 with --overwrite the old output stays whole until the new one is complete."""
 
 import os
+import sys
 
 import pytest
 
@@ -41,6 +42,7 @@ def _faulty_replace(monkeypatch, fail_at: int, fault: BaseException, after: bool
             raise fault
 
     monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(cli, "exchange", lambda a, b: False)  # the two renames of systems without it
     return calls
 
 
@@ -65,6 +67,30 @@ def test_overwrite_interrupted_during_the_swap(fail_at, after, kept, fault, tmp_
     expected = {"old": {"old.txt": "the earlier output"}, "new": {"new.txt": "the new output"}}[kept]
     assert {p.name: p.read_text() for p in out.iterdir()} == expected
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # neither the new nor the old one left aside
+
+
+def test_overwrite_swaps_in_one_step_where_the_system_can(tmp_path, monkeypatch):
+    """Where the system swaps two folders in one step (Linux), the old output is never moved aside on
+    its own: no instant leaves `out` missing, so kill -9 anywhere finds the old folder or the new one.
+    Elsewhere `exchange` says so and moves nothing (the two renames above are used)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "name").write_text(folder.name)
+    swapped = cli.exchange(a, b)
+    assert (a / "name").read_text() == ("b" if swapped else "a")
+    assert swapped or not sys.platform.startswith("linux")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("the earlier output")
+    renames = []
+    monkeypatch.setattr(cli.os, "replace", lambda *args: renames.append(args) or os.rename(*args))
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("the new output")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"new.txt": "the new output"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]
+    assert len(renames) == (0 if swapped else 2)
 
 
 def test_overwrite_of_an_empty_folder_interrupted(tmp_path, monkeypatch):

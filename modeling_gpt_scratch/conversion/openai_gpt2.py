@@ -23,6 +23,7 @@ built from the release's own encoder.json and vocab.bpe, so that
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -170,6 +171,15 @@ def open_checkpoint(prefix: Path, hparams: dict, hparams_path: Path) -> TFCheckp
         ckpt = TFCheckpoint(prefix)
     except CheckpointError as e:
         raise CLIError(str(e)) from e
+    if hparams["n_layer"] > len(
+        ckpt.tensors
+    ):  # before sizing anything by hparams.json (it may say 300000000)
+        blocks = {name.split("/")[1] for name in ckpt.tensors if re.fullmatch(r"model/h\d+/.+", name)}
+        ckpt.close()
+        raise CLIError(
+            f"{hparams_path.name} says n_layer {hparams['n_layer']}, but {ckpt.index_path} holds only "
+            f"{len(ckpt.tensors)} tensors ({len(blocks)} blocks): the files do not belong together."
+        )
     expected = expected_tensors(hparams)
 
     def hint(kind: str, name: str) -> str:
