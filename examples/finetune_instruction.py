@@ -51,7 +51,7 @@ from modeling_gpt_scratch.instruction import (
     format_input,
     instruction_data_path,
     load_instruction_data,
-    split_data,
+    split_for_training,
 )
 from modeling_gpt_scratch.resolve import (
     check_vocab_fits,
@@ -231,15 +231,9 @@ def main(argv=None):
         print(f"Examples are cut to {max_length} tokens, the model's context_length")
     check_prompt_lengths(data, tokenizer, max_length, source)
 
-    train_data, test_data, val_data = split_data(data)
-    print(f"Training set length: {len(train_data)}")
-    print(f"Validation set length: {len(val_data)}")
-    print(f"Test set length: {len(test_data)}")
-    train_data = train_data[: data_args.max_train_samples]
-    val_data = val_data[: data_args.max_eval_samples]
-    test_data = test_data[: data_args.max_test_samples]
-    if not train_data:
-        raise CLIError(f"{source}: no entries left to train on ({len(data)} entries, 85% of them train)")
+    train_data, test_data, val_data = split_for_training(
+        data, source, data_args.max_train_samples, data_args.max_eval_samples, data_args.max_test_samples
+    )
     train_set = InstructionDataset(train_data, tokenizer)
     val_set = InstructionDataset(val_data, tokenizer) if val_data else None
     if val_set is None and training_args.eval_strategy != "no":

@@ -321,7 +321,7 @@ def main(argv=None):
     from datasets import Dataset
     from transformers import set_seed
 
-    from modeling_gpt_scratch.instruction import add_chat_template, add_lora, split_data
+    from modeling_gpt_scratch.instruction import add_chat_template, add_lora, split_for_training
     from modeling_gpt_scratch.preference import BookDPOTrainer
 
     tokenizer = load_tokenizer_for(args)
@@ -331,15 +331,9 @@ def main(argv=None):
     context_length = model.config.max_position_embeddings
     config.max_length = min(config.max_length or context_length, context_length)
 
-    train_data, test_data, val_data = split_data(data)
-    print(f"Training set length: {len(train_data)}")
-    print(f"Validation set length: {len(val_data)}")
-    print(f"Test set length: {len(test_data)}")
-    train_data = train_data[: args.max_train_samples]
-    val_data = val_data[: args.max_eval_samples]
-    test_data = test_data[: args.max_test_samples]
-    if not train_data:
-        raise CLIError(f"{source}: no entries left to train on ({len(data)} entries, 85% of them train)")
+    train_data, test_data, val_data = split_for_training(
+        data, source, args.max_train_samples, args.max_eval_samples, args.max_test_samples
+    )
     n_train, n_test = int(len(data) * 0.85), int(len(data) * 0.1)
     train_set = Dataset.from_list(tokenize(train_data, tokenizer, config.max_length, source, 0))
     val_rows = tokenize(val_data, tokenizer, config.max_length, source, n_train + n_test)
