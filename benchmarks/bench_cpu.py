@@ -225,15 +225,13 @@ def check_equal_models(models, args, device):
 # --------------------------------------------------------------------------------------------------
 
 
-def time_task(models, task, args, device):
-    runs = {name: make_task(models[name], task, args, device) for name in MODELS}
-    outputs = {}
-    for name in MODELS:  # warm-up
-        outputs[name] = runs[name]()
-        sync(device)
-    times = {name: [] for name in MODELS}
-    for r in range(args.rounds):
-        order = MODELS if r % 2 == 0 else MODELS[::-1]
+def alternate_rounds(runs, label, rounds, device):
+    """Time each of `runs` (name -> callable) once per round, the starting one flipped every round, so
+    slow drift of the machine falls on all alike. Returns name -> list of seconds."""
+    names = list(runs)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             gc.collect()
             sync(device)
@@ -242,10 +240,20 @@ def time_task(models, task, args, device):
             sync(device)
             times[name].append(time.perf_counter() - t0)
         print(
-            f"  {task} round {r + 1}/{args.rounds}: "
+            f"  {label} round {r + 1}/{rounds}: "
             + ", ".join(f"{name} {times[name][-1]:.3f}s" for name in order),
             flush=True,
         )
+    return times
+
+
+def time_task(models, task, args, device):
+    runs = {name: make_task(models[name], task, args, device) for name in MODELS}
+    outputs = {}
+    for name in MODELS:  # warm-up
+        outputs[name] = runs[name]()
+        sync(device)
+    times = alternate_rounds(runs, task, args.rounds, device)
     note = None
     if task.startswith("generate") and not torch.equal(outputs["hf"], outputs["ours"]):
         note = "greedy outputs differ (near-tie in argmax?)"
@@ -294,21 +302,7 @@ def time_compiled_decode(model, args, device):
     compile_s = time.perf_counter() - t0
     print(f"  decode_compiled: first static+compiled call (compile included) {compile_s:.1f}s", flush=True)
     note = None if torch.equal(first, reference) else "static+compiled tokens differ from eager"
-    times = {name: [] for name in runs}
-    for r in range(args.rounds):
-        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
-        for name in order:
-            gc.collect()
-            sync(device)
-            t0 = time.perf_counter()
-            runs[name]()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-        print(
-            f"  decode_compiled round {r + 1}/{args.rounds}: "
-            + ", ".join(f"{name} {times[name][-1]:.3f}s" for name in order),
-            flush=True,
-        )
+    times = alternate_rounds(runs, "decode_compiled", args.rounds, device)
     return times, compile_s, note
 
 
