@@ -131,23 +131,22 @@ def test_readme_python_snippet(index, tmp_path):
     assert out.returncode == 0, f"README python block {index} failed:\n{body}\n{out.stderr[-3000:]}"
 
 
-def test_make_demo_installs_no_tensorflow():
-    """`make demo` sets up only what the demo needs; TensorFlow comes with `make test` alone."""
-    dry = subprocess.run(
-        ["make", "-n", "-B", "demo", "VENV=/nonexistent-venv"],
+def make_dry_run(target: str) -> str:
+    """What `make TARGET` would run on a machine without the virtual environment (`make -n -B`)."""
+    return subprocess.run(
+        ["make", "-n", "-B", target, "VENV=/nonexistent-venv"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def test_make_demo_installs_no_tensorflow():
+    """`make demo` sets up only what the demo needs; TensorFlow comes with `make test` alone."""
+    dry = make_dry_run("demo")
     installs = [line for line in dry.splitlines() if "pip install" in line]
     assert any("-e ." in line for line in installs), dry
     assert not any("tensorflow" in line or "test-tf" in line or "[" in line for line in installs), installs
-    test = subprocess.run(
-        ["make", "-n", "-B", "test", "VENV=/nonexistent-venv"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    test = make_dry_run("test")
     assert "test-tf" in test
