@@ -39,16 +39,11 @@ options that would change them (more processes, accumulation, mixed precision, a
 
 import math
 import shutil
-import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType, is_tensorboard_available, is_wandb_available, set_seed
-from huggingface_hub import constants
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
+from accelerate.utils import DistributedType, set_seed
 from transformers.utils import logging as hf_logging
 
 from modeling_gpt_scratch import training
@@ -60,12 +55,11 @@ from modeling_gpt_scratch.cli import (
     check_output_dir,
     exit_process,
     lock_output_dir,
-    publish_into,
     run_cli,
 )
-from modeling_gpt_scratch.hub import check_repo_id, push_run
-from modeling_gpt_scratch.resolve import check_vocab_fits, load_config, load_pretrained, load_tokenizer_for
-from modeling_gpt_scratch.training import LOG_FILE, PLOT_FILE, calc_loss_batch
+from modeling_gpt_scratch.hub import check_push_target
+from modeling_gpt_scratch.resolve import check_vocab_fits, load_config, load_tokenizer_for
+from modeling_gpt_scratch.training import calc_loss_batch, evaluate_model, generate_sample
 
 BOOK_PROMPT = "Every effort moves you"
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", "book_appendix_d")
@@ -240,16 +234,8 @@ def check_options(args):
         raise CLIError(f'--checkpointing_steps must be a number of steps or "epoch", got {every!r}')
     args.per_device_eval_batch_size = args.per_device_eval_batch_size or args.per_device_train_batch_size
     if args.push_to_hub:  # before training, not after it
-        args.hub_model_id = args.hub_model_id or Path(args.output_dir).absolute().name
-        check_repo_id(args.hub_model_id, flag="--hub_model_id")
-        if constants.HF_HUB_OFFLINE:
-            raise CLIError(
-                "--push_to_hub needs the network, but HF_HUB_OFFLINE=1 is set: run with HF_HUB_OFFLINE=0"
-            )
-    args.report_to = [t.strip() for t in args.report_to.split(",") if t.strip() and t.strip() != "none"]
-    for tracker, available in (("tensorboard", is_tensorboard_available), ("wandb", is_wandb_available)):
-        if tracker in args.report_to and not available():
-            raise CLIError(f"--report_to {tracker} needs the {tracker} package: pip install {tracker}")
+        args.hub_model_id = check_push_target(args.hub_model_id, args.output_dir)
+    args.report_to = training.trackers(args.report_to)
     if args.book_exact:
         training.check_book_exact(args)
 
@@ -318,20 +304,14 @@ def main(argv=None):
     lock = lock_output_dir(output_dir, "pretrain.py") if accelerator.is_main_process else None  # noqa: F841
     if args.book_exact:  # the book's own loop and randomness, then the same end
         run = training.run_book_exact(args, accelerator, config, tokenizer, train_set, val_set, prompt_ids)
-        return finish(args, accelerator, *run)
+        return training.finish_run(args, accelerator, *run)
 
     # ---- model, data loaders, optimizer, schedule
     set_seed(args.seed)  # the same initial weights in every process (FSDP shards them, DDP checks nothing)
-    if args.model_name_or_path and not checkpoint:
-        model = load_pretrained(
-            AutoModelForCausalLM, args.model_name_or_path, config=config, dtype=torch.float32
-        )
-    else:  # from scratch, or the weights come from the checkpoint anyway
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        if args.init == "book":
-            training.book_init_(model, args.seed)
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    source = None if checkpoint else args.model_name_or_path  # a checkpoint brings its own weights
+    model = training.new_model(
+        config, source, init=args.init, seed=args.seed, gradient_checkpointing=args.gradient_checkpointing
+    )
     n_params, model_class = sum(p.numel() for p in model.parameters()), type(model).__name__
     set_seed(args.seed, device_specific=True)  # dropout: process 0 as a one-process run, the others their own
 
@@ -373,7 +353,7 @@ def main(argv=None):
         )
 
     # ---- state: fresh, or from the checkpoint
-    history, global_step, tokens_seen = {"step_losses": [], "learning_rates": [], "evals": []}, 0, 0
+    done = dict(global_step=0, tokens_seen=0, history=None)
     facts = {
         "steps_per_epoch": steps_per_epoch,
         "world_size": world,
@@ -383,7 +363,7 @@ def main(argv=None):
     }
     if checkpoint:
         training.load_checkpoint(accelerator, checkpoint, resume, facts, say)
-        global_step, tokens_seen, history = resume["global_step"], resume["tokens_seen"], resume["history"]
+        done = {key: resume[key] for key in done}
     elif args.overwrite_output_dir and accelerator.is_main_process:
         shutil.rmtree(output_dir / training.CHECKPOINTS, ignore_errors=True)
     log_facts = dict(
@@ -397,64 +377,29 @@ def main(argv=None):
     if args.report_to:
         accelerator.init_trackers("pretrain", config={k: str(v) for k, v in vars(args).items()})
 
-    def evaluate(epoch):
-        """The book's evaluate_model and generate_and_print_sample, recorded in the history."""
-        losses = training.evaluate_model(accelerator, model, eval_loaders)
-        sample = training.generate_sample(accelerator, model, tokenizer, prompt_ids, max_new_tokens)
-        train_loss, val_loss = losses["train"], losses.get("val")
-        history["evals"].append(
-            dict(
-                step=global_step,
-                epoch=epoch + 1,
-                tokens_seen=tokens_seen,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                sample=sample,
-            )
-        )
-        line = f"Ep {epoch + 1} (Step {global_step:06d}): Train loss {train_loss:.3f}"
-        line += f", Val loss {val_loss:.3f}" if val_loss is not None else ""
-        if accelerator.is_main_process:
-            bar.write(f"{line}\n  {sample}")
-        accelerator.log({f"eval/{k}_loss": v for k, v in losses.items()}, step=global_step)
-
     def save_checkpoint():
         options = {key: getattr(args, key) for key in args.recipe} | {"block_size": block_size}
-        state = dict(global_step=global_step, tokens_seen=tokens_seen, **facts, options=options)
-        state |= dict(block_size=block_size, stride=stride, fsdp=fsdp, history=history)
+        state = dict(global_step=run.global_step, tokens_seen=run.tokens_seen, **facts, options=options)
+        state |= dict(block_size=block_size, stride=stride, fsdp=fsdp, history=run.history)
         limit = args.checkpoints_total_limit
-        return training.save_checkpoint(accelerator, model, output_dir, global_step, state, limit)
-
-    def write_log(finished):
-        if accelerator.is_main_process:
-            log = dict(log_facts, finished=finished, global_step=global_step, tokens_seen=tokens_seen)
-            training.write_log(output_dir, history, steps_per_epoch, **log)
+        return training.save_checkpoint(accelerator, model, output_dir, run.global_step, state, limit)
 
     # ---- the loop: the book's train_model_simple, with Accelerate's calls in place
-    bar = tqdm(
-        total=max_train_steps,
-        initial=global_step,
-        disable=not accelerator.is_local_main_process,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    start_time, start_tokens = time.perf_counter(), tokens_seen
-    epoch = global_step // steps_per_epoch
-    stopped_by = None  # "--stop_after_steps" or a signal number
+    run = training.Progress(accelerator, max_train_steps, **done)
+    epoch = run.global_step // steps_per_epoch
     with training.StopRequest() as stop:
-        while global_step < max_train_steps and stopped_by is None:
+        while run.global_step < max_train_steps and stop.reason is None:
             model.train()
             sampler.set_epoch(epoch)
             train_loader.set_epoch(epoch)
-            done = global_step - epoch * steps_per_epoch  # steps of this epoch before a resume
-            skip = done * args.gradient_accumulation_steps
+            skip = (run.global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps  # resumed
             batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
             loss_sum, micro = torch.zeros((), device=accelerator.device), 0
             for input_batch, target_batch in batches:
                 with accelerator.accumulate(model):
                     loss = calc_loss_batch(model, input_batch, target_batch)
                     accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm > 0 and clips(global_step):
+                    if accelerator.sync_gradients and args.max_grad_norm > 0 and clips(run.global_step):
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()  # Accelerate's optimizer steps only at the last batch of an accumulation
                     optimizer.zero_grad(set_to_none=True)
@@ -467,87 +412,32 @@ def main(argv=None):
                 lr = scheduler.get_last_lr()[0]  # the rate this step used
                 if not accelerator.optimizer_step_was_skipped:  # fp16 skips steps whose gradients overflowed
                     scheduler.step()
-                global_step += 1
-                tokens_seen += micro * input_batch.shape[0] * block_size * world
-                step_loss = accelerator.reduce(loss_sum / micro, reduction="mean").item()  # all processes'
-                training.check_finite(step_loss, global_step)
+                run.step(loss_sum / micro, lr, micro * input_batch.shape[0] * block_size * world, epoch)
                 loss_sum.zero_()
                 micro = 0
-                history["step_losses"].append(step_loss)
-                history.setdefault("learning_rates", []).append(lr)  # (a checkpoint of an older run has none)
-                speed = (tokens_seen - start_tokens) / max(time.perf_counter() - start_time, 1e-9)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}", tok_s=f"{speed:,.0f}")
-                accelerator.log(
-                    {"train/loss": step_loss, "train/lr": lr, "train/tokens_seen": tokens_seen},
-                    step=global_step,
-                )
-                if (global_step - 1) % args.eval_steps == 0 or global_step == max_train_steps:
-                    evaluate(epoch)
-                saved = None
-                every = args.checkpointing_steps
-                if (every == "epoch" and global_step % steps_per_epoch == 0) or (
-                    every not in (None, "epoch") and global_step % int(every) == 0
-                ):
-                    saved = save_checkpoint()
-                if global_step >= max_train_steps:
+                if (run.global_step - 1) % args.eval_steps == 0 or run.global_step == max_train_steps:
+                    losses = evaluate_model(accelerator, model, eval_loaders)
+                    sample = generate_sample(accelerator, model, tokenizer, prompt_ids, max_new_tokens)
+                    run.evaluated(epoch, losses, sample)
+                due = training.checkpoint_due(args.checkpointing_steps, run.global_step, steps_per_epoch)
+                saved = save_checkpoint() if due else None
+                if run.global_step >= max_train_steps:
                     break
-                if stop.signal is not None:
-                    accelerator.set_trigger()
-                signalled = accelerator.check_trigger()  # all processes agree, whichever got the signal
-                if signalled or global_step == args.stop_after_steps:
+                if stop.stops(accelerator, run.global_step, args.stop_after_steps):
                     saved = saved or save_checkpoint()
-                    stopped_by = (stop.signal or signal.SIGTERM) if signalled else "--stop_after_steps"
-                    reason = stopped_by if isinstance(stopped_by, str) else signal.Signals(stopped_by).name
-                    bar.close()
-                    say(f"Stopped by {reason} after step {global_step}: saved {saved}")
+                    run.bar.close()
+                    say(f"Stopped by {stop.reason} after step {run.global_step}: saved {saved}")
                     say(f"Go on with: --resume_from_checkpoint {saved}")
                     break
             epoch += 1
-    bar.close()
-    train_time = time.perf_counter() - start_time
-    history["train_runtime_s"] = history.get("train_runtime_s", 0.0) + train_time
-    history["tokens_per_second"] = (tokens_seen - start_tokens) / max(train_time, 1e-9)
-    if stopped_by is not None:
-        write_log(finished=False)
+    run.close()
+    log = dict(log_facts, global_step=run.global_step, tokens_seen=run.tokens_seen)
+    if stop.reason is not None:
+        if accelerator.is_main_process:
+            training.write_log(output_dir, run.history, steps_per_epoch, **log, finished=False)
         accelerator.end_training()
-        return 0 if stopped_by == "--stop_after_steps" else 128 + int(stopped_by)
-
-    log = dict(log_facts, global_step=global_step, tokens_seen=tokens_seen)
-    return finish(args, accelerator, model, config, tokenizer, history, steps_per_epoch, log)
-
-
-def finish(args, accelerator, model, config, tokenizer, history, steps_per_epoch, log):
-    """The end: model and tokenizer (config.json last), the book's plot, the log, the Hub."""
-    say, output_dir = accelerator.print, Path(args.output_dir)
-    plain = training.final_model(accelerator, model, config)
-    if accelerator.is_main_process:
-        with publish_into(output_dir) as tmp:
-            plain.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        training.write_log(output_dir, history, steps_per_epoch, **log, finished=True)
-    accelerator.wait_for_everyone()
-    last = history["evals"][-1] if history["evals"] else {}
-    if args.push_to_hub and accelerator.is_main_process:
-        push_run(
-            output_dir,
-            args.hub_model_id,
-            token=args.hub_token,
-            val_loss=last.get("val_loss"),
-            base_model=args.model_name_or_path,
-            datasets=None if args.train_file else ["the-verdict"],
-        )
-    say(
-        f"Done: {log['global_step']} steps, {log['tokens_seen']:,} tokens in {history['train_runtime_s']:.1f} s "
-        f"({history['tokens_per_second']:,.0f} tokens/s); train loss {last.get('train_loss', float('nan')):.3f}"
-        + (f", val loss {last['val_loss']:.3f}" if last.get("val_loss") is not None else "")
-    )
-    say(
-        f"Saved model and tokenizer to {output_dir}/ (AutoModelForCausalLM.from_pretrained loads it), "
-        f"and {PLOT_FILE}, {LOG_FILE}"
-    )
-    accelerator.end_training()
-    return 0
+        return stop.exit_status
+    return training.finish_run(args, accelerator, model, config, tokenizer, run.history, steps_per_epoch, log)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,18 @@ def check_repo_id(repo_id: str, flag: str | None = None) -> str:
     return repo_id
 
 
+def check_push_target(repo_id: str | None, output) -> str:
+    """The repo a --push_to_hub run pushes to (--hub_model_id, else the output folder's name),
+    checked before any work: a bad id or an offline Hub fails now, not after the run."""
+    repo_id = repo_id or Path(output).absolute().name
+    check_repo_id(repo_id, flag="--hub_model_id")
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(
+            "--push_to_hub needs the network, but HF_HUB_OFFLINE=1 is set: run with HF_HUB_OFFLINE=0"
+        )
+    return repo_id
+
+
 def hub_id_or_none(name: object) -> str | None:
     """`name` when it reads as a Hub repo id and is not a local path (a base model worth naming)."""
     if not isinstance(name, str) or not HUB_ID.match(name) or name.startswith(".") or os.path.exists(name):

@@ -35,16 +35,23 @@ import numpy as np
 import torch
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.state import PartialState
-from accelerate.utils import DistributedType, ProjectConfiguration
+from accelerate.utils import (
+    DistributedType,
+    ProjectConfiguration,
+    is_tensorboard_available,
+    is_wandb_available,
+)
 from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_model
 from torch import nn
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, get_scheduler
 
-from .cli import CLIError, exchange, rank, signals_deferred, write_json
+from .cli import CLIError, exchange, publish_into, rank, signals_deferred, write_json
 from .data import SlidingWindowDataset, resolve_text_files, the_verdict_path
-from .resolve import describe
+from .hub import push_run
+from .resolve import describe, load_pretrained
 
 STATE_FILE = "training_state.json"  # written last into a checkpoint: a folder with it is complete
 LOG_FILE = "training_log.json"
@@ -90,6 +97,16 @@ RECIPES = {"tiny": SMALL_RECIPE}
 def recipe_for(config_name: str | None) -> dict:
     """The default settings for training `config_name` (a preset name, or anything else)."""
     return RECIPES.get(config_name or "", BOOK_RECIPE)
+
+
+def trackers(report_to: str) -> list[str]:
+    """--report_to as Accelerate's `log_with` names ("none" is none); a tracker whose package is
+    missing is a `CLIError` before anything slow."""
+    names = [t.strip() for t in report_to.split(",") if t.strip() and t.strip() != "none"]
+    for tracker, available in (("tensorboard", is_tensorboard_available), ("wandb", is_wandb_available)):
+        if tracker in names and not available():
+            raise CLIError(f"--report_to {tracker} needs the {tracker} package: pip install {tracker}")
+    return names
 
 
 # --------------------------------------------------------------------------------------- accelerate
@@ -176,6 +193,40 @@ def final_model(accelerator: Accelerator, model, config):
     if missing:
         raise RuntimeError(f"the gathered FSDP state dict lacks {missing}")
     return plain
+
+
+def finish_run(args, accelerator, model, config, tokenizer, history, steps_per_epoch, log) -> int:
+    """The end of examples/pretrain.py: model and tokenizer (config.json last), the book's plot, the
+    log, the Hub. Returns the exit status."""
+    say, output_dir = accelerator.print, Path(args.output_dir)
+    plain = final_model(accelerator, model, config)
+    if accelerator.is_main_process:
+        with publish_into(output_dir) as tmp:
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        write_log(output_dir, history, steps_per_epoch, **log, finished=True)
+    accelerator.wait_for_everyone()
+    last = history["evals"][-1] if history["evals"] else {}
+    if args.push_to_hub and accelerator.is_main_process:
+        push_run(
+            output_dir,
+            args.hub_model_id,
+            token=args.hub_token,
+            val_loss=last.get("val_loss"),
+            base_model=args.model_name_or_path,
+            datasets=None if args.train_file else ["the-verdict"],
+        )
+    say(
+        f"Done: {log['global_step']} steps, {log['tokens_seen']:,} tokens in {history['train_runtime_s']:.1f} s "
+        f"({history['tokens_per_second']:,.0f} tokens/s); train loss {last.get('train_loss', float('nan')):.3f}"
+        + (f", val loss {last['val_loss']:.3f}" if last.get("val_loss") is not None else "")
+    )
+    say(
+        f"Saved model and tokenizer to {output_dir}/ (AutoModelForCausalLM.from_pretrained loads it), "
+        f"and {PLOT_FILE}, {LOG_FILE}"
+    )
+    accelerator.end_training()
+    return 0
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -486,6 +537,88 @@ def book_init_(model, seed):
             nn.init.zeros_(module.shift)
 
 
+def new_model(config, model_name_or_path=None, *, init="gpt2", seed=123, gradient_checkpointing=False):
+    """The float32 model a run trains: `model_name_or_path`'s weights, else `config`'s from scratch
+    with GPT-2's initialization or, with init="book", the book's (`book_init_`)."""
+    if model_name_or_path:
+        model = load_pretrained(AutoModelForCausalLM, model_name_or_path, config=config, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        if init == "book":
+            book_init_(model, seed)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+class Progress:
+    """What a run has done so far, kept where training_log.json and the checkpoints read it (the
+    step count, the tokens seen, every step's loss and rate, every evaluation), and shown: the
+    progress bar, the book's "Train loss / Val loss" lines, the trackers' logs."""
+
+    def __init__(self, accelerator, max_steps, global_step=0, tokens_seen=0, history=None):
+        self.accelerator, self.global_step, self.tokens_seen = accelerator, global_step, tokens_seen
+        self.history = history or {"step_losses": [], "learning_rates": [], "evals": []}
+        self.bar = tqdm(
+            total=max_steps,
+            initial=global_step,
+            disable=not accelerator.is_local_main_process,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.start_time, self.start_tokens = time.perf_counter(), tokens_seen
+
+    def step(self, loss, lr, tokens, epoch) -> None:
+        """One optimizer step done, at rate `lr` over `tokens` tokens (all processes'); `loss` is this
+        process's mean over the step's batches. A loss that is not a number stops the run."""
+        self.global_step += 1
+        self.tokens_seen += tokens
+        step_loss = self.accelerator.reduce(loss, reduction="mean").item()  # all processes'
+        check_finite(step_loss, self.global_step)
+        self.history["step_losses"].append(step_loss)
+        self.history.setdefault("learning_rates", []).append(lr)  # (a checkpoint of an older run has none)
+        speed = (self.tokens_seen - self.start_tokens) / max(time.perf_counter() - self.start_time, 1e-9)
+        self.bar.update(1)
+        self.bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}", tok_s=f"{speed:,.0f}")
+        self.accelerator.log(
+            {"train/loss": step_loss, "train/lr": lr, "train/tokens_seen": self.tokens_seen},
+            step=self.global_step,
+        )
+
+    def evaluated(self, epoch, losses: dict, sample: str) -> None:
+        """The book's evaluation line and sample, printed and recorded."""
+        train_loss, val_loss = losses["train"], losses.get("val")
+        self.history["evals"].append(
+            dict(
+                step=self.global_step,
+                epoch=epoch + 1,
+                tokens_seen=self.tokens_seen,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                sample=sample,
+            )
+        )
+        line = f"Ep {epoch + 1} (Step {self.global_step:06d}): Train loss {train_loss:.3f}"
+        line += f", Val loss {val_loss:.3f}" if val_loss is not None else ""
+        if self.accelerator.is_main_process:
+            self.bar.write(f"{line}\n  {sample}")
+        self.accelerator.log({f"eval/{k}_loss": v for k, v in losses.items()}, step=self.global_step)
+
+    def close(self) -> None:
+        """The bar closed, this session's time and speed added to the history."""
+        self.bar.close()
+        train_time = time.perf_counter() - self.start_time
+        self.history["train_runtime_s"] = self.history.get("train_runtime_s", 0.0) + train_time
+        self.history["tokens_per_second"] = (self.tokens_seen - self.start_tokens) / max(train_time, 1e-9)
+
+
+def checkpoint_due(every: str | None, step: int, steps_per_epoch: int) -> bool:
+    """Whether --checkpointing_steps (N, "epoch" or None) asks for a checkpoint after `step`."""
+    if every == "epoch":
+        return step % steps_per_epoch == 0
+    return every is not None and step % int(every) == 0
+
+
 def plot_losses(evals, path, steps_per_epoch):
     """The book's plot_losses: training and validation loss against epochs, tokens seen on the top axis."""
     if not evals:
@@ -749,6 +882,8 @@ class StopRequest:
     def __init__(self):
         self.signal = None
         self.previous = {}
+        self.reason = None  # why the run stopped: "--stop_after_steps" or a signal's name
+        self.exit_status = 0
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -768,6 +903,18 @@ class StopRequest:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def stops(self, accelerator, step: int, stop_after_steps: int | None) -> bool:
+        """Whether the run stops after `step`: a signal to any process (they all agree), or
+        --stop_after_steps. Sets `reason` and `exit_status` (0, or 128 + the signal's number)."""
+        if self.signal is not None:
+            accelerator.set_trigger()
+        if accelerator.check_trigger():  # all processes agree, whichever got the signal
+            sig = self.signal or signal.SIGTERM
+            self.reason, self.exit_status = signal.Signals(sig).name, 128 + int(sig)
+        elif step == stop_after_steps:
+            self.reason = "--stop_after_steps"
+        return self.reason is not None
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
