@@ -80,6 +80,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import transformers  # noqa: E402
+from bench_common import generate_call, greedy, sync  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from modeling_gpt_scratch import GPTScratchForCausalLM  # noqa: E402
@@ -180,34 +181,17 @@ def make_task(model, task, args, device):
 
     if task in ("generate", "generate_nocache"):
         model.eval()
-        mask = torch.ones_like(prompt)
-        use_cache = task == "generate"
-        n = args.new_tokens
-        eos = model.config.eos_token_id
+        kwargs = greedy(prompt, args.new_tokens, model.config.eos_token_id)
 
         def run():
             with torch.no_grad():
-                out = model.generate(
-                    input_ids=prompt,
-                    attention_mask=mask,
-                    max_new_tokens=n,
-                    min_new_tokens=n,
-                    do_sample=False,
-                    use_cache=use_cache,
-                    pad_token_id=eos,
-                    eos_token_id=eos,
-                )
-            assert out.shape[1] == PROMPT_LEN + n, out.shape
+                out = model.generate(**kwargs, use_cache=task == "generate")
+            assert out.shape[1] == PROMPT_LEN + args.new_tokens, out.shape
             return out
 
         return run
 
     raise ValueError(f"unknown task {task!r}")
-
-
-def sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def check_equal_models(models, args, device):
@@ -270,29 +254,12 @@ def time_compiled_decode(model, args, device):
 
     gen = torch.Generator().manual_seed(SEED + 2)
     prompt = torch.randint(0, 50256, (1, COMPILED_PROMPT_LEN), generator=gen).to(device)
-    mask = torch.ones_like(prompt)
-    n, eos = args.new_tokens, model.config.eos_token_id
     compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
     compile_config._compile_all_devices = True  # generate compiles only on accelerators otherwise
-    common = dict(
-        input_ids=prompt,
-        attention_mask=mask,
-        max_new_tokens=n,
-        min_new_tokens=n,
-        do_sample=False,
-        pad_token_id=eos,
-        eos_token_id=eos,
-    )
+    common = greedy(prompt, args.new_tokens, model.config.eos_token_id)
     model.eval()
-
-    def eager():
-        with torch.no_grad():
-            return model.generate(**common)
-
-    def compiled():
-        with torch.no_grad():
-            return model.generate(**common, cache_implementation="static", compile_config=compile_config)
-
+    eager = generate_call(model, common)
+    compiled = generate_call(model, common, cache_implementation="static", compile_config=compile_config)
     runs = {"eager_dynamic": eager, "static_compiled": compiled}
     reference = eager()  # warm-up
     sync(device)

@@ -51,33 +51,24 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import transformers  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from bench_common import generate_call, greedy, sync  # noqa: E402
+from transformers import GPT2LMHeadModel  # noqa: E402
 
 from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM  # noqa: E402
-from modeling_gpt_scratch.conversion import config_from_gpt2, gpt2_to_scratch_state_dict  # noqa: E402
+from modeling_gpt_scratch.conversion import (  # noqa: E402
+    config_from_gpt2,
+    gpt2_config_from,
+    gpt2_to_scratch_state_dict,
+)
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def build_pair(preset, device, seed=0):
     """A seeded random GPT2LMHeadModel of the preset's shape and ours holding exactly its weights."""
-    shape = GPTScratchConfig.from_preset(preset)
+    shape = GPTScratchConfig.from_preset(preset, drop_rate=0.0)
     torch.manual_seed(seed)
-    gcfg = GPT2Config(
-        vocab_size=shape.vocab_size,
-        n_positions=shape.context_length,
-        n_embd=shape.emb_dim,
-        n_layer=shape.n_layers,
-        n_head=shape.n_heads,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
+    gcfg = gpt2_config_from(shape)
     hf = GPT2LMHeadModel(gcfg)
     cfg = config_from_gpt2(gcfg, drop_rate=0.0)
     ours = GPTScratchForCausalLM(cfg)
@@ -107,30 +98,14 @@ def bench_decode(args, device, dtype):
     ours.to(dtype)
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, 50256, (1, args.prompt_len), generator=gen).to(device)
-    n, eos = args.new_tokens, ours.config.eos_token_id
-    common = dict(
-        input_ids=prompt,
-        attention_mask=torch.ones_like(prompt),
-        max_new_tokens=n,
-        min_new_tokens=n,
-        do_sample=False,
-        pad_token_id=eos,
-        eos_token_id=eos,
-    )
+    n = args.new_tokens
+    common = greedy(prompt, n, ours.config.eos_token_id)
     compile_config = CompileConfig(fullgraph=True, mode=args.compile_mode)
     compile_config._compile_all_devices = True  # lets a CPU smoke run compile too
-
-    def gpt2_default():
-        with torch.no_grad():
-            return hf.generate(**common)
-
-    def ours_default():
-        with torch.no_grad():
-            return ours.generate(**common)
-
-    def ours_static_compiled():
-        with torch.no_grad():
-            return ours.generate(**common, cache_implementation="static", compile_config=compile_config)
+    gpt2_default, ours_default = generate_call(hf, common), generate_call(ours, common)
+    ours_static_compiled = generate_call(
+        ours, common, cache_implementation="static", compile_config=compile_config
+    )
 
     runs = {"GPT2LMHeadModel, default generate": gpt2_default, "ours, default generate": ours_default}
     if args.compile:

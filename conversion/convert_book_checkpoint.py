@@ -14,7 +14,6 @@ the last position of text padded to 120 tokens, as the book does. The conversion
 `modeling_gpt_scratch.conversion.book`.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -29,8 +28,12 @@ from modeling_gpt_scratch.conversion import book, common
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(**common.script_description(__doc__))
-    common.add_arguments(parser, "the book's checkpoint (.pth), as torch.save wrote it")
+    input_help = "the book's checkpoint (.pth), as torch.save wrote it"
+    common.converter_main(argv, __doc__, book.convert, input_help, options)
+
+
+def options(parser):
+    """This converter's own options, beside the common ones."""
     parser.add_argument(
         "--config",
         help=f"preset ({', '.join(PRESETS)}) or JSON file with (some of) the book's config keys, "
@@ -46,14 +49,6 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="chapter 6 classifier: pad every input to this many tokens and read the last position "
         f"(default {book.BOOK_CLASSIFIER_PADDED_LENGTH}, the book's SMS max_length, at most the context length)",
-    )
-    args = parser.parse_args(argv)
-    common.run_converter(
-        args,
-        book.convert,
-        config=args.config,
-        tie_word_embeddings=args.tie_word_embeddings,
-        classifier_padded_length=args.classifier_padded_length,
     )
 
 

@@ -9,7 +9,6 @@ weights; the output folder loads with `AutoModelForCausalLM.from_pretrained(outp
 GPT-2's. The conversion itself is `modeling_gpt_scratch.conversion.hf_gpt2`.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,22 +18,12 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling_gpt_scratch.cli import run_cli
-from modeling_gpt_scratch.conversion import common, hf_folder, hf_gpt2
-from modeling_gpt_scratch.hub import hub_id_or_none
+from modeling_gpt_scratch.conversion import common, hf_gpt2
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(**common.script_description(__doc__))
-    common.add_arguments(parser, "GPT-2 folder (config.json + weights) or Hub id")
-    hf_folder.add_arguments(parser)
-    args = parser.parse_args(argv)
-    common.run_converter(
-        args,
-        hf_gpt2.convert,
-        base_model=hub_id_or_none(args.input),
-        tokenizer=args.tokenizer,
-        revision=args.revision,
-    )
+    input_help = "GPT-2 folder (config.json + weights) or Hub id"
+    common.converter_main(argv, __doc__, hf_gpt2.convert, input_help, folder_input=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ The input is the folder OpenAI published (`hparams.json`, `model.ckpt.*`, `encod
 release's tokenizer. The conversion itself is `modeling_gpt_scratch.conversion.openai_gpt2`.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,10 +21,7 @@ from modeling_gpt_scratch.conversion import common, openai_gpt2
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(**common.script_description(__doc__))
-    common.add_arguments(parser, "OpenAI's GPT-2 folder (e.g. models/124M)")
-    args = parser.parse_args(argv)
-    common.run_converter(args, openai_gpt2.convert)
+    common.converter_main(argv, __doc__, openai_gpt2.convert, "OpenAI's GPT-2 folder (e.g. models/124M)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ no bias: a non-zero one is an error unless `--fold_score_bias` moves it into the
 shift. The export itself is `modeling_gpt_scratch.conversion.export_gpt2`.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,28 +19,21 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling_gpt_scratch.cli import run_cli
-from modeling_gpt_scratch.conversion import common, export_gpt2, hf_folder
-from modeling_gpt_scratch.hub import hub_id_or_none
+from modeling_gpt_scratch.conversion import common, export_gpt2
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(**common.script_description(__doc__))
-    common.add_arguments(parser, "our model folder (save_pretrained) or Hub id")
+    input_help = "our model folder (save_pretrained) or Hub id"
+    convert, done = export_gpt2.convert, "Exported ... as GPT-2"
+    common.converter_main(argv, __doc__, convert, input_help, options, folder_input=True, done=done)
+
+
+def options(parser):
+    """This converter's own options, beside the common ones."""
     parser.add_argument(
         "--fold_score_bias",
         action="store_true",
         help="classifier: move the head's bias into ln_f.bias (GPT-2's head has none)",
-    )
-    hf_folder.add_arguments(parser)
-    args = parser.parse_args(argv)
-    common.run_converter(
-        args,
-        export_gpt2.convert,
-        done="Exported ... as GPT-2",
-        base_model=hub_id_or_none(args.input),
-        fold_score_bias=args.fold_score_bias,
-        tokenizer=args.tokenizer,
-        revision=args.revision,
     )
 
 

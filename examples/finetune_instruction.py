@@ -26,10 +26,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import torch
 from torch.utils.data import Subset
-from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_gpt_scratch.cli import (
     ArgumentParser,
@@ -47,17 +46,17 @@ from modeling_gpt_scratch.instruction import (
     check_lora_options,
     check_records,
     encode,
-    extract_response,
     format_input,
+    generate_responses,
     instruction_data_path,
+    load_dataset_entries,
     load_instruction_data,
     split_for_training,
 )
 from modeling_gpt_scratch.resolve import (
     check_vocab_fits,
     describe,
-    load_config,
-    load_pretrained,
+    load_causal_lm,
     load_tokenizer_for,
 )
 
@@ -162,21 +161,9 @@ def parse_args(argv=None):
 
 def load_data(data_args):
     if data_args.dataset_name:
-        try:
-            ds = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, split="train")
-        except Exception as error:  # datasets raises many kinds; the first line says what went wrong
-            raise CLIError(
-                f"cannot load the dataset {data_args.dataset_name!r}: {describe(error)}"
-            ) from error
-        return check_records(list(ds), data_args.dataset_name)
+        entries = load_dataset_entries(data_args.dataset_name, data_args.dataset_config_name)
+        return check_records(entries, data_args.dataset_name)
     return load_instruction_data(data_args.train_file or instruction_data_path(data_args.data_cache_dir))
-
-
-def build_model(model_args):
-    if model_args.config_name:
-        config = load_config(model_args.config_name, None, model_args.config_overrides)
-        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    return load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path, dtype=torch.float32)
 
 
 def check_prompt_lengths(data, tokenizer, max_length, source):
@@ -190,32 +177,6 @@ def check_prompt_lengths(data, tokenizer, max_length, source):
             )
 
 
-def generate_responses(model, tokenizer, entries, max_new_tokens, batch_size, context_length):
-    """Greedy answers, batched with left padding and the KV cache; a row stops at <|endoftext|>."""
-    tokenizer.padding_side = "left"
-    model.eval()
-    results = []
-    for start in range(0, len(entries), batch_size):
-        batch = entries[start : start + batch_size]
-        prompts = [format_input(entry) for entry in batch]
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-        room = context_length - encoded["input_ids"].shape[1]
-        with torch.no_grad():
-            output = model.generate(
-                **encoded,
-                max_new_tokens=min(max_new_tokens, room),
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                use_cache=True,
-            )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        for entry, prompt, ids in zip(batch, prompts, new_tokens, strict=True):
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            results.append({**entry, "model_response": extract_response(prompt + text, prompt)})
-    return results
-
-
 def main(argv=None):
     model_args, data_args, training_args = parse_args(argv)
     source = data_args.dataset_name or data_args.train_file or "instruction-data.json"
@@ -223,7 +184,7 @@ def main(argv=None):
     tokenizer = load_tokenizer_for(model_args.tokenizer_name, model_args.model_name_or_path)
     add_chat_template(tokenizer)  # the book's prompt from chat messages, saved with the model
     set_seed(training_args.seed)
-    model = build_model(model_args)
+    model = load_causal_lm(model_args.config_name, model_args.model_name_or_path, model_args.config_overrides)
     check_vocab_fits(tokenizer, model.config)
     context_length = model.config.max_position_embeddings
     max_length = min(data_args.allowed_max_length, context_length)
@@ -280,9 +241,10 @@ def main(argv=None):
         responses = []
         if test_data:
             batch_size = training_args.per_device_eval_batch_size
-            responses = generate_responses(
+            answers = generate_responses(
                 trainer.model, tokenizer, test_data, data_args.max_new_tokens, batch_size, context_length
             )
+            responses = [{**entry, "model_response": a} for entry, a in zip(test_data, answers, strict=True)]
         with publish_into(output_dir) as tmp:  # config.json last: the folder is a whole model or none
             trainer.model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

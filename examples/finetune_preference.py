@@ -37,7 +37,7 @@ from pathlib import Path
 
 from modeling_gpt_scratch.cli import CLIError, atomic_output_dir, one_line, run_cli
 from modeling_gpt_scratch.instruction import check_lora_options
-from modeling_gpt_scratch.resolve import check_vocab_fits
+from modeling_gpt_scratch.resolve import check_vocab_fits, load_causal_lm, load_tokenizer_for
 
 RESPONSES_FILE = "preference-responses.json"
 RESULTS_FILE = "dpo_results.json"
@@ -141,6 +141,7 @@ def parse_args(argv=None):
 
 def load_data(args) -> tuple[list[dict], str]:
     from modeling_gpt_scratch.data import DataError
+    from modeling_gpt_scratch.instruction import load_dataset_entries
     from modeling_gpt_scratch.preference import (
         check_preference_records,
         load_preference_data,
@@ -150,60 +151,12 @@ def load_data(args) -> tuple[list[dict], str]:
     identical = args.identical_pairs or ("error" if args.train_file or args.dataset_name else "keep")
     try:
         if args.dataset_name:
-            import datasets
-
-            try:
-                ds = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split="train")
-            except Exception as error:  # datasets raises many kinds; one line says what went wrong
-                raise CLIError(f"cannot load the dataset {args.dataset_name!r}: {one_line(error)}") from error
-            return check_preference_records(list(ds), args.dataset_name, identical), args.dataset_name
+            entries = load_dataset_entries(args.dataset_name, args.dataset_config_name)
+            return check_preference_records(entries, args.dataset_name, identical), args.dataset_name
         path = args.train_file or preference_data_path(args.data_cache_dir)
         return load_preference_data(path, identical), str(path)
     except DataError as error:
         raise CLIError(str(error)) from error
-
-
-def build_model(args):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from modeling_gpt_scratch import PRESETS, GPTScratchConfig
-
-    try:
-        if args.config_name:
-            overrides = {}
-            for item in filter(None, (s.strip() for s in (args.config_overrides or "").split(","))):
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise CLIError(f"--config_overrides wants key=value pairs, got {item!r}")
-                overrides[key.strip()] = json.loads(value) if value.strip()[:1].isdigit() else value.strip()
-            if args.config_name not in PRESETS:
-                raise CLIError(f"--config_name {args.config_name!r} is not a preset ({', '.join(PRESETS)})")
-            config = GPTScratchConfig.from_preset(args.config_name, **overrides)
-            return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        return AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=torch.float32)
-    except (OSError, ValueError, TypeError) as error:
-        raise CLIError(
-            f"cannot load the model {args.model_name_or_path or args.config_name}: {one_line(error)}"
-        ) from error
-
-
-def load_tokenizer_for(args):
-    from transformers import AutoTokenizer
-
-    from modeling_gpt_scratch.tokenization import load_tokenizer
-
-    source = args.tokenizer_name
-    folder = Path(args.model_name_or_path or "")
-    if source is None and args.model_name_or_path and (folder / "tokenizer_config.json").is_file():
-        source = str(folder)
-    try:
-        tokenizer = load_tokenizer() if source is None else AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"cannot load the tokenizer {source or 'GPT-2'}: {one_line(error)}") from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def tokenize(entries, tokenizer, max_length, source, offset):
@@ -253,61 +206,21 @@ def make_callback(trainer_ref, train_set, val_set, every, history):
     return BookMetrics()
 
 
-def generate_responses(model, tokenizer, entries, max_new_tokens, batch_size, context_length):
-    """Greedy answers to the book's prompts, batched with left padding; a row stops at <|endoftext|>."""
-    import torch
-
-    from modeling_gpt_scratch.instruction import extract_response, format_input
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    model.eval()
-    answers = []
-    try:
-        for start in range(0, len(entries), batch_size):
-            prompts = [format_input(entry) for entry in entries[start : start + batch_size]]
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-            room = context_length - encoded["input_ids"].shape[1]
-            if room < 1:
-                answers += [""] * len(prompts)
-                continue
-            with torch.no_grad():
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=min(max_new_tokens, room),
-                    do_sample=False,
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            for prompt, ids in zip(prompts, output[:, encoded["input_ids"].shape[1] :], strict=True):
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                answers.append(extract_response(prompt + text, prompt))
-    finally:
-        tokenizer.padding_side = side
-    return answers
-
-
 def push(config, output_dir, args, metrics, source):
-    from modeling_gpt_scratch.hub import HubError, hub_id_or_none, push_folder
+    from modeling_gpt_scratch.hub import push_run
 
-    repo_id = config.hub_model_id or Path(config.output_dir).name
-    try:
-        info = push_folder(
-            output_dir,
-            repo_id,
-            token=config.hub_token,
-            private=config.hub_private_repo,
-            commit_message="Preference tuning with DPO (chapter 7 bonus)",
-            base_model=hub_id_or_none(args.model_name_or_path),
-            datasets=[args.dataset_name] if args.dataset_name else None,
-            metrics=metrics,
-            tags=["dpo", "trl", "preference-tuning"],
-        )
-    except HubError as error:
-        raise CLIError(
-            f"the model is saved in {output_dir}, but {error} (push it later: python -m modeling_gpt_scratch.hub "
-            f"push {output_dir} {repo_id})"
-        ) from error
-    print(f"Pushed {output_dir} -> {info.commit_url}", flush=True)
+    push_run(
+        output_dir,
+        config.hub_model_id or Path(config.output_dir).name,
+        token=config.hub_token,
+        metrics=metrics,
+        commit_message="Preference tuning with DPO (chapter 7 bonus)",
+        ignore_patterns=(),
+        private=config.hub_private_repo,
+        base_model=args.model_name_or_path,
+        datasets=[args.dataset_name] if args.dataset_name else None,
+        tags=["dpo", "trl", "preference-tuning"],
+    )
 
 
 def main(argv=None):
@@ -321,12 +234,17 @@ def main(argv=None):
     from datasets import Dataset
     from transformers import set_seed
 
-    from modeling_gpt_scratch.instruction import add_chat_template, add_lora, split_for_training
+    from modeling_gpt_scratch.instruction import (
+        add_chat_template,
+        add_lora,
+        generate_responses,
+        split_for_training,
+    )
     from modeling_gpt_scratch.preference import BookDPOTrainer
 
-    tokenizer = load_tokenizer_for(args)
+    tokenizer = load_tokenizer_for(args.tokenizer_name, args.model_name_or_path)
     set_seed(config.seed)
-    model = build_model(args)
+    model = load_causal_lm(args.config_name, args.model_name_or_path, args.config_overrides)
     check_vocab_fits(tokenizer, model.config)
     context_length = model.config.max_position_embeddings
     config.max_length = min(config.max_length or context_length, context_length)

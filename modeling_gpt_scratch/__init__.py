@@ -11,18 +11,10 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from . import modeling_gpt_scratch
 from .configuration_gpt_scratch import GPT_CONFIG_124M, PRESETS, GPTScratchConfig
-from .modeling_gpt_scratch import (
-    GELU,
-    FeedForward,
-    GPTScratchForCausalLM,
-    GPTScratchForSequenceClassification,
-    GPTScratchModel,
-    GPTScratchPreTrainedModel,
-    LayerNorm,
-    MultiHeadAttention,
-    TransformerBlock,
-)
+from .modeling_gpt_scratch import *  # noqa: F403  (the model file's public names: its __all__)
+from .modeling_gpt_scratch import GPTScratchForCausalLM, GPTScratchForSequenceClassification, GPTScratchModel
 
 AutoConfig.register(GPTScratchConfig.model_type, GPTScratchConfig, exist_ok=True)
 AutoModel.register(GPTScratchConfig, GPTScratchModel, exist_ok=True)
@@ -37,17 +29,5 @@ GPTScratchModel.register_for_auto_class("AutoModel")
 GPTScratchForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 GPTScratchForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
-__all__ = [
-    "GPT_CONFIG_124M",
-    "PRESETS",
-    "GPTScratchConfig",
-    "LayerNorm",
-    "GELU",
-    "FeedForward",
-    "MultiHeadAttention",
-    "TransformerBlock",
-    "GPTScratchPreTrainedModel",
-    "GPTScratchModel",
-    "GPTScratchForCausalLM",
-    "GPTScratchForSequenceClassification",
-]
+# The model file's public names (it lists them itself), and the config's.
+__all__ = ["GPT_CONFIG_124M", "PRESETS", "GPTScratchConfig", *modeling_gpt_scratch.__all__]

@@ -373,20 +373,14 @@ def push_model(
     *,
     tokenizer=None,
     commit_message: str | None = None,
-    commit_description: str | None = None,
-    private: bool | None = None,
-    token: bool | str | None = None,
-    revision: str | None = None,
     max_shard_size: int | str | None = "50GB",
-    tags: list[str] | None = None,
     base_model: str | None = None,
-    datasets: list[str] | None = None,
-    metrics: dict[str, float] | None = None,
-    license: str | None = None,
+    **options,
 ):
     """Push a model of ours: `save_pretrained` into a temporary folder (weights, config with auto_map,
     code files), the tokenizer if given, a card, one commit. `base_model` defaults to the Hub id the
-    model was loaded from, when it was one."""
+    model was loaded from, when it was one; `options` go to `push_folder` (token, private, revision,
+    commit_description, tags, datasets, metrics, license)."""
     check_repo_id(repo_id)
     if base_model is None:
         base_model = hub_id_or_none(getattr(model.config, "_name_or_path", None))
@@ -399,35 +393,42 @@ def push_model(
         return push_folder(
             tmp,
             repo_id,
-            token=token,
-            private=private,
-            revision=revision,
             commit_message=commit_message or "Upload model with gpt-scratch",
-            commit_description=commit_description,
             base_model=base_model,
-            datasets=datasets,
-            metrics=metrics,
-            license=license,
-            tags=tags,
             check_code="present",
             num_parameters=model.num_parameters(),
+            **options,
         )
 
 
-def push_run(folder, repo_id: str, *, token=None, val_loss=None, base_model=None, datasets=None):
+def push_run(
+    folder,
+    repo_id: str,
+    *,
+    token=None,
+    val_loss=None,
+    metrics=None,
+    commit_message="End of training",
+    ignore_patterns=("checkpoints/*",),
+    **card,
+):
     """The end of a training run with --push_to_hub: `folder` without its checkpoints, one commit, a
-    card with the validation loss. A failure says how to push the saved folder later."""
-    metrics = {"validation loss": val_loss, "validation perplexity": math.exp(val_loss)} if val_loss else {}
+    card with `metrics` (default: the validation loss) and `card`'s `push_folder` settings
+    (base_model, datasets, tags, private). A failure says how to push the saved folder later."""
+    if metrics is None:
+        metrics = (
+            {"validation loss": val_loss, "validation perplexity": math.exp(val_loss)} if val_loss else {}
+        )
+    card["base_model"] = hub_id_or_none(card.get("base_model"))
     try:
         info = push_folder(
             folder,
             repo_id,
             token=token,
-            commit_message="End of training",
-            base_model=hub_id_or_none(base_model),
-            datasets=datasets,
+            commit_message=commit_message,
             metrics=metrics,
-            ignore_patterns=("checkpoints/*",),
+            ignore_patterns=ignore_patterns,
+            **card,
         )
     except HubError as e:
         raise HubError(
@@ -456,21 +457,12 @@ def main(argv: list[str] | None = None) -> None:
         "--license", help=f"license of the weights (default: {DEFAULT_LICENSE}, GPT-2's mit for its weights)"
     )
     p.add_argument("--exclude", action="append", default=[], help="glob of files not to push (repeatable)")
-    args = parser.parse_args(argv)
-    info = push_folder(
-        args.folder,
-        args.repo_id,
-        token=args.token,
-        private=args.private or None,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        base_model=args.base_model,
-        datasets=args.datasets,
-        license=args.license,
-        refresh_code=args.refresh_code,
-        ignore_patterns=("checkpoints/*", *args.exclude),
-    )
-    print(f"Pushed {args.folder} -> {info.commit_url} (revision {info.oid})")
+    options = vars(parser.parse_args(argv))  # named as push_folder's parameters
+    del options["command"]
+    options["private"] = options["private"] or None
+    options["ignore_patterns"] = ("checkpoints/*", *options.pop("exclude"))
+    info = push_folder(**options)
+    print(f"Pushed {options['folder']} -> {info.commit_url} (revision {info.oid})")
 
 
 if __name__ == "__main__":

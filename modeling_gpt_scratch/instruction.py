@@ -57,6 +57,36 @@ def extract_response(generated_text: str, prompt: str) -> str:
     return generated_text.replace(RESPONSE_HEADER, "").strip()
 
 
+@torch.no_grad()
+def generate_responses(model, tokenizer, entries, max_new_tokens, batch_size, context_length) -> list[str]:
+    """Greedy answers to the book's prompts of `entries`, batched with left padding (the tokenizer's
+    side is put back after); a row stops at <|endoftext|>, a prompt that fills the context gets ""."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    model.eval()
+    answers = []
+    try:
+        for start in range(0, len(entries), batch_size):
+            prompts = [format_input(entry) for entry in entries[start : start + batch_size]]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+            room = context_length - encoded["input_ids"].shape[1]
+            if room < 1:
+                answers += [""] * len(prompts)
+                continue
+            output = model.generate(
+                **encoded,
+                max_new_tokens=min(max_new_tokens, room),
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for prompt, ids in zip(prompts, output[:, encoded["input_ids"].shape[1] :], strict=True):
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                answers.append(extract_response(prompt + text, prompt))
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
 def judge_prompt(entry: dict, response_key: str = "model_response") -> str:
     """The book's scoring prompt for the Ollama judge (`generate_model_scores`, chapter 7)."""
     return (
@@ -112,19 +142,25 @@ def read_json_records(path) -> list:
     return records
 
 
-def check_records(records, source: str) -> list[dict]:
-    """Entries as dicts of strings with the book's keys; the first bad entry is named by its index."""
+def json_entries(records, source: str, keys: str):
+    """(index, entry) for each entry of a JSON list of objects; a list that is not one, or is empty, and
+    the first entry that is not an object (`keys`: what it should hold) are a `DataError`."""
     if not isinstance(records, list):
         raise DataError(f"{source} holds a JSON {type(records).__name__}; expected a list of entries")
     if not records:
         raise DataError(f"{source} holds no entries")
-    checked = []
     for index, entry in enumerate(records):
         if not isinstance(entry, dict):
             raise DataError(
-                f"{source}: entry {index} is a {type(entry).__name__}, expected an object with "
-                '"instruction", "input" and "output"'
+                f"{source}: entry {index} is a {type(entry).__name__}, expected an object with {keys}"
             )
+        yield index, entry
+
+
+def check_records(records, source: str) -> list[dict]:
+    """Entries as dicts of strings with the book's keys; the first bad entry is named by its index."""
+    checked = []
+    for index, entry in json_entries(records, source, '"instruction", "input" and "output"'):
         for key in REQUIRED_KEYS:
             if key not in entry:
                 raise DataError(f'{source}: entry {index} has no "{key}" key (it has {sorted(entry)})')
@@ -139,6 +175,19 @@ def check_records(records, source: str) -> list[dict]:
             raise DataError(f'{source}: entry {index} has an empty "instruction"')
         checked.append({**entry, "input": entry.get("input") or ""})
     return checked
+
+
+def load_dataset_entries(dataset_name: str, config_name: str | None = None) -> list:
+    """The train split of the `datasets` data set `dataset_name` as a list of entries (to be checked);
+    a failure is one line."""
+    import datasets
+
+    from .resolve import describe
+
+    try:
+        return list(datasets.load_dataset(dataset_name, config_name, split="train"))
+    except Exception as error:  # datasets raises many kinds; the first line says what went wrong
+        raise DataError(f"cannot load the dataset {dataset_name!r}: {describe(error)}") from error
 
 
 def load_instruction_data(path) -> list[dict]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, cached_download, default_cache_dir
-from .instruction import RESPONSE_HEADER, encode, format_input, read_json_records
+from .instruction import RESPONSE_HEADER, encode, format_input, json_entries, read_json_records
 
 PREFERENCE_DATA_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/04_preference-tuning-with-dpo/"
@@ -71,17 +71,9 @@ def check_preference_records(records, source: str, identical: str = "error") -> 
     A pair whose chosen and rejected texts are the same has a constant loss (ln 2) and no gradient:
     `identical="error"` refuses it, "keep" keeps it (the book's data has 6, entries 122, 226, 400, 566,
     628 and 676, and the book trains on them), "drop" leaves it out."""
-    if not isinstance(records, list):
-        raise DataError(f"{source} holds a JSON {type(records).__name__}; expected a list of entries")
-    if not records:
-        raise DataError(f"{source} holds no entries")
     checked = []
-    for index, entry in enumerate(records):
+    for index, entry in json_entries(records, source, '"chosen" and "rejected"'):
         where = f"{source}: entry {index}"
-        if not isinstance(entry, dict):
-            raise DataError(
-                f'{where} is a {type(entry).__name__}, expected an object with "chosen" and "rejected"'
-            )
         instruction = entry.get("instruction", entry.get("prompt"))
         if instruction is None:
             raise DataError(f'{where} has neither "instruction" nor "prompt" (it has {sorted(entry)})')

@@ -5,7 +5,8 @@
   only, each value of its field's type, checked by the config.
 - `load_tokenizer_for(tokenizer_name, model_name_or_path)`: the named tokenizer, else the model folder's
   own when `has_tokenizer(folder)`, else GPT-2's; `<|endoftext|>` pads when the tokenizer has no pad.
-- `load_pretrained(auto_class, source, **kwargs)`: `from_pretrained` whose failures are one line.
+- `load_pretrained(auto_class, source, **kwargs)`: `from_pretrained` whose failures are one line;
+  `load_causal_lm(...)`: the model a fine-tuning script starts from.
 
 Every failure is a `CLIError` naming the option and the problem.
 """
@@ -14,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from .cli import CLIError
@@ -165,3 +166,14 @@ def load_pretrained(auto_class, source: str, quiet: bool = False, **kwargs):
         raise CLIError(f"cannot load a model from {source!r}: {describe(error)}") from error
     finally:
         hf_logging.set_verbosity(level)
+
+
+def load_causal_lm(config_name=None, model_name_or_path=None, config_overrides=None):
+    """The float32 causal LM a fine-tuning script starts from: random weights of `config_name` (with
+    `config_overrides`), else the saved or converted model `model_name_or_path`."""
+    import torch
+
+    if config_name:
+        config = load_config(config_name, None, config_overrides)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return load_pretrained(AutoModelForCausalLM, model_name_or_path, dtype=torch.float32)

@@ -23,31 +23,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_script(script, *args, env, timeout=300, launcher=(sys.executable,)):
+# How every script runs in the tests: from the repository root, its output read as UTF-8 text.
+IN_REPO = dict(cwd=REPO, text=True, encoding="utf-8")
+
+
+def run_script(script, *args, env, timeout=300, launcher=(sys.executable,), input=None):
     """A project script run as a user runs it: its own Python process (or `launcher`'s, e.g.
-    torchrun), from the repository root."""
-    return subprocess.run(
-        [*launcher, str(script), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
+    torchrun), from the repository root, `input` on its standard input."""
+    command = [*launcher, str(script), *map(str, args)]
+    return subprocess.run(command, input=input, env=env, capture_output=True, timeout=timeout, **IN_REPO)
 
 
 def start_script(script, *args, env, launcher=(sys.executable,), stderr=subprocess.PIPE):
     """`run_script` started in the background: the Popen, its stdout a text pipe."""
-    return subprocess.Popen(
-        [*launcher, str(script), *map(str, args)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        encoding="utf-8",
-    )
+    command = [*launcher, str(script), *map(str, args)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, **IN_REPO)
 
 
 def kill_when(process, path_appears, sig=signal.SIGKILL, timeout=240, poll=0.002):
@@ -178,6 +168,37 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ---- tiny models
+
+
+def small_gpt(seed=0):
+    """A randomly initialized GPT of two layers 32 wide (the `tiny` preset's vocabulary and context),
+    drawn after `torch.manual_seed(seed)`: small enough for any test, large enough to train."""
+    from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTScratchConfig.from_preset("tiny", emb_dim=32, n_layers=2, n_heads=2, drop_rate=0.0)
+    return GPTScratchForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """GPT-2's tokenizer (the copy in ../shared when offline)."""
+    from modeling_gpt_scratch.tokenization import load_tokenizer
+
+    return load_tokenizer()
+
+
+def random_gpt2(vocab_size, n_positions, n_embd, n_layer, n_head, **config):
+    """A random `GPT2LMHeadModel` of this shape, in eval mode: the reference our model is held to."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    shape = dict(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head
+    )
+    return GPT2LMHeadModel(GPT2Config(**shape, **config)).eval()
 
 
 # ---- converters

@@ -7,10 +7,10 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, ok, run_script
+from conftest import REPO, ok, run_script, small_gpt
 from transformers import AutoTokenizer, pipeline
 
-from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+from modeling_gpt_scratch import GPTScratchForCausalLM
 from modeling_gpt_scratch.instruction import (
     ALPACA_CHAT_TEMPLATE,
     ALPACA_PREAMBLE,
@@ -33,9 +33,7 @@ def tokenizer():
 def folder(tmp_path_factory, tokenizer):
     """A tiny random model saved with its tokenizer and the chat template, as the fine-tuning scripts save."""
     path = tmp_path_factory.mktemp("chat") / "model"
-    torch.manual_seed(0)
-    config = GPTScratchConfig.from_preset("tiny", emb_dim=32, n_layers=2, n_heads=2, drop_rate=0.0)
-    GPTScratchForCausalLM(config).save_pretrained(path)
+    small_gpt(seed=0).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -98,19 +96,11 @@ def test_pipeline_answers_a_list_of_messages(folder, one_thread):
 
 
 def test_chat_script_answers_a_line_from_stdin(folder, tmp_path):
-    import subprocess
-    import sys
-
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, str(CHAT), str(folder), "--max_new_tokens", "5", "--device", "cpu"],
-        input="Name three primary colors.\n\nWhat is 2 + 2?\n",
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    args = [folder, "--max_new_tokens", "5", "--device", "cpu"]
+    result = run_script(
+        CHAT, *args, env=env, timeout=120, input="Name three primary colors.\n\nWhat is 2 + 2?\n"
     )
     out = ok(result)
     replies = out.split("Model: ")[1:]

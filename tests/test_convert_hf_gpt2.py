@@ -21,10 +21,11 @@ from conftest import (
     broken_copy,
     convert_sharded_bfloat16,
     prompts,
+    random_gpt2,
 )
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 import modeling_gpt_scratch  # noqa: F401  (registers the Auto classes)
 from modeling_gpt_scratch import GPTScratchForCausalLM
@@ -38,16 +39,7 @@ def gpt2(vocab_size=97, n_positions=48, n_embd=32, n_layer=2, n_head=4, **kwargs
     """A random GPT-2 with weights large enough (std 0.2) that argmax and beam choices are clear-cut."""
     kwargs.setdefault("bos_token_id", vocab_size - 1)
     kwargs.setdefault("eos_token_id", vocab_size - 1)
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        initializer_range=0.2,
-        **kwargs,
-    )
-    return GPT2LMHeadModel(config).eval()
+    return random_gpt2(vocab_size, n_positions, n_embd, n_layer, n_head, initializer_range=0.2, **kwargs)
 
 
 def save_gpt2(model, folder, layout="safetensors"):

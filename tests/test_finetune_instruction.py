@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script
+from conftest import REPO, cli_error, fails_cleanly, load_example, ok, run_script, small_gpt
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM
+from modeling_gpt_scratch import GPTScratchForCausalLM
 from modeling_gpt_scratch.instruction import (
     InstructionCollator,
     InstructionDataset,
@@ -25,7 +25,6 @@ from modeling_gpt_scratch.instruction import (
     load_instruction_data,
     split_data,
 )
-from modeling_gpt_scratch.tokenization import load_tokenizer
 
 SCRIPT = REPO / "examples" / "finetune_instruction.py"
 RESPONSE_FILE = "instruction-data-with-response.json"
@@ -43,17 +42,6 @@ def data_file(shared_data):
 @pytest.fixture(scope="module")
 def data(data_file):
     return load_instruction_data(data_file)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-def small_model(seed=0):
-    torch.manual_seed(seed)
-    config = GPTScratchConfig.from_preset("tiny", emb_dim=32, n_layers=2, n_heads=2, drop_rate=0.0)
-    return GPTScratchForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +121,7 @@ def test_mask_prompt_masks_exactly_the_prompt(data, tokenizer):
 
 def test_trainer_loss_is_the_books_loss(data, tokenizer, tmp_path):
     """The loss the Trainer reports from the collator's batch is `calc_loss_batch(inputs, targets)`."""
-    model = small_model()
+    model = small_gpt().eval()
     items = InstructionDataset(data[:6], tokenizer)
     collator = InstructionCollator(allowed_max_length=100)
     inputs, targets = collator.book_batch(list(items))
@@ -151,7 +139,7 @@ def test_trainer_loss_is_the_books_loss(data, tokenizer, tmp_path):
 
 
 def test_lora_merge_keeps_the_logits_and_reloads(tmp_path):
-    base = small_model()
+    base = small_gpt().eval()
     ids = torch.randint(0, 50257, (2, 12))
     with torch.no_grad():
         base_logits = base(ids).logits.clone()

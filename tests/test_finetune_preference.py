@@ -8,13 +8,12 @@ import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, ok, run_script
+from conftest import REPO, ok, run_script, small_gpt
 
 if not os.environ.get("CI"):  # CI installs the extra; elsewhere say what is missing
     pytest.importorskip("trl", reason="DPO needs the `trl` extra: pip install -e '.[trl]'")
@@ -23,7 +22,6 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import DPOConfig  # noqa: E402
 
-from modeling_gpt_scratch import GPTScratchConfig, GPTScratchForCausalLM  # noqa: E402
 from modeling_gpt_scratch.instruction import add_lora, format_input  # noqa: E402
 from modeling_gpt_scratch.preference import (  # noqa: E402
     BookDPOTrainer,
@@ -57,17 +55,6 @@ def data_file(shared_data):
 @pytest.fixture(scope="module")
 def data(data_file):
     return load_preference_data(data_file, identical="keep")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-def small_model(seed=0):
-    torch.manual_seed(seed)
-    config = GPTScratchConfig.from_preset("tiny", emb_dim=32, n_layers=2, n_heads=2, drop_rate=0.0)
-    return GPTScratchForCausalLM(config)
 
 
 def make_trainer(model, rows, ref_model=None, tmp_path=None, **overrides):
@@ -180,7 +167,7 @@ def test_tokens_and_scored_positions_are_the_books(data, tokenizer):
     assert row["chosen_ids"] == BOOK_CHOSEN_0
 
     entries = data[:3]
-    trainer = make_trainer(small_model(), [tokenize_preference(e, tokenizer) for e in entries], small_model())
+    trainer = make_trainer(small_gpt(), [tokenize_preference(e, tokenizer) for e in entries], small_gpt())
     ours = trainer.data_collator([tokenize_preference(e, tokenizer) for e in entries])
     book = book_batch(entries)
     for half, key in ((slice(0, 3), "chosen"), (slice(3, 6), "rejected")):
@@ -195,7 +182,7 @@ def test_loss_equals_the_books_compute_dpo_loss(data, tokenizer):
     """TRL's sigmoid_norm on a batch is the book's loss (averaged log-probabilities); sigmoid sums them."""
     entries = data[10:14]
     rows = [tokenize_preference(e, tokenizer) for e in entries]
-    reference = small_model()
+    reference = small_gpt()
     policy = nudged(reference)
     trainer = make_trainer(policy, rows, reference)
     batch = trainer.data_collator(rows)
@@ -219,7 +206,7 @@ def test_loss_equals_the_books_compute_dpo_loss(data, tokenizer):
 
 def test_starting_loss_is_ln2_and_margins_grow(data, tokenizer, tmp_path, one_thread):
     rows = [tokenize_preference(e, tokenizer) for e in data[:16]]
-    model = small_model()
+    model = small_gpt()
     trainer = make_trainer(model, rows, copy.deepcopy(model), tmp_path, max_steps=6, max_length=96)
     batch = trainer.data_collator(rows[:4])
     with torch.no_grad():
@@ -237,7 +224,7 @@ def test_starting_loss_is_ln2_and_margins_grow(data, tokenizer, tmp_path, one_th
 
 def test_lora_reference_is_the_model_with_adapters_disabled(data, tokenizer, tmp_path, one_thread):
     rows = [tokenize_preference(e, tokenizer) for e in data[:8]]
-    base = small_model()
+    base = small_gpt()
     frozen = copy.deepcopy(base)
     model = add_lora(base, r=4, alpha=8)
     trainer = make_trainer(model, rows, None, tmp_path, max_steps=4, learning_rate=5e-2, max_length=96)
@@ -394,23 +381,8 @@ def test_two_processes_train_like_one(data_file, tmp_path):
         )
     )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(
-        [
-            *torchrun,
-            str(SCRIPT),
-            *map(str, common),
-            "--per_device_train_batch_size",
-            "2",
-            "--output_dir",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    two = ok(result)
+    args = [*common, "--per_device_train_batch_size", "2", "--output_dir", tmp_path / "two"]
+    two = ok(run_script(SCRIPT, *args, env=env, timeout=600, launcher=torchrun))
     assert "world size 1" in one and "world size 2" in two
     logs = [json.loads((tmp_path / name / "dpo_results.json").read_text()) for name in ("one", "two")]
     assert [log["world_size"] for log in logs] == [1, 2]

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import random_gpt2
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -15,7 +16,6 @@ from transformers import (
     AutoModelForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
-    GPT2LMHeadModel,
 )
 from transformers.generation.streamers import BaseStreamer
 
@@ -41,21 +41,11 @@ def tiny_config(**overrides):
 
 def paired_models(attn="sdpa", tie=True, n_embd=48, n_head=4, n_layer=2, n_positions=64):
     """A random GPT2LMHeadModel and our model holding exactly its weights."""
-    g2c = GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-        tie_word_embeddings=tie,
-    )
-    hf = GPT2LMHeadModel(g2c)
+    special = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    hf = random_gpt2(VOCAB, n_positions, n_embd, n_layer, n_head, **special, tie_word_embeddings=tie)
     if not tie:
         torch.nn.init.normal_(hf.lm_head.weight, std=0.02)
-    cfg = config_from_gpt2(g2c)
+    cfg = config_from_gpt2(hf.config)
     ours = GPTScratchForCausalLM(cfg)
     ours.load_state_dict(gpt2_to_scratch_state_dict(hf.state_dict(), cfg), strict=True)
     hf.set_attn_implementation(attn)

@@ -7,7 +7,7 @@
 - writing: `model_from_state_dict` (the model built on the meta device, holding the tensors as they
   are), `refuse_to_replace_input`, `save_folder`;
 - running: `quiet_transformers` (the library's warnings off, its progress bars only for large inputs,
-  both restored after) and `run_converter`, the `main()` of every converter script.
+  both restored after), `run_converter` and `converter_main`, the `main()` of every converter script.
 
 Errors are `modeling_gpt_scratch.cli.CLIError`: one line naming the file or tensor and the fix.
 """
@@ -80,21 +80,10 @@ def add_arguments(parser, input_help: str) -> None:
 
 def check_hub_arguments(args) -> None:
     """A bad repo id or an offline Hub fails before the conversion, not after it."""
-    if not args.push_to_hub:
-        return
-    from ..hub import HubError, check_repo_id
+    if args.push_to_hub:
+        from ..hub import check_push_target
 
-    args.hub_model_id = args.hub_model_id or Path(args.output).absolute().name
-    try:
-        check_repo_id(args.hub_model_id)
-    except HubError as e:
-        raise CLIError(f"--hub_model_id: {e}") from None
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        raise CLIError(
-            "--push_to_hub needs the network, but HF_HUB_OFFLINE=1 is set: run with HF_HUB_OFFLINE=0."
-        )
+        args.hub_model_id = check_push_target(args.hub_model_id, args.output)
 
 
 def push_output(args, output: Path, base_model: str | None = None) -> None:
@@ -315,6 +304,31 @@ def run_converter(
     if args.push_to_hub:
         push_output(args, out, base_model=base_model)
     return out
+
+
+def converter_main(
+    argv, doc: str, convert: Callable[..., Path], input_help: str, add_options=None, folder_input=False, **run
+) -> Path:
+    """The `main()` of every converter script: its docstring as --help, the common options, the
+    script's own (`add_options(parser)`, each passed to `convert` under its name), and for an input
+    that is a folder or Hub id (`folder_input`) --tokenizer and --revision, the input named as the
+    base model on the Hub; then `run_converter` (`run`: its `done`)."""
+    import argparse
+
+    from ..hub import hub_id_or_none
+    from . import hf_folder
+
+    parser = argparse.ArgumentParser(**script_description(doc))
+    add_arguments(parser, input_help)
+    common = {action.dest for action in parser._actions}
+    if add_options is not None:
+        add_options(parser)
+    if folder_input:
+        hf_folder.add_arguments(parser)
+    args = parser.parse_args(argv)
+    options = {key: value for key, value in vars(args).items() if key not in common}
+    base_model = hub_id_or_none(args.input) if folder_input else None
+    return run_converter(args, convert, base_model=base_model, **run, **options)
 
 
 def script_description(doc: str) -> dict:
