@@ -57,8 +57,10 @@ from modeling_gpt_scratch.classification import (
 from modeling_gpt_scratch.cli import (
     ArgumentParser,
     CLIError,
+    ModelSource,
     check_number,
     check_output_dir,
+    check_trainer_arguments,
     exit_process,
     publish_into,
     run_cli,
@@ -77,18 +79,9 @@ RESULTS_FILE = "classifier_results.json"
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(ModelSource):
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "a causal-LM (or classifier) folder of ours, or a Hub id"}
-    )
-    config_name: str | None = field(
-        default=None, metadata={"help": "start from random weights: a preset (tiny, gpt2-small, ...)"}
-    )
-    config_overrides: str | None = field(
-        default=None, metadata={"help": 'with --config_name: e.g. "n_layers=2,drop_rate=0.0"'}
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
     )
     train_mode: str = field(
         default="book",
@@ -333,11 +326,7 @@ def parse(argv):
         raise CLIError("--validation_file and --test_file need a --train_file")
     check_number("--max_length", data.max_length, at_least=1)
     check_lora_options(margs.lora_r, margs.lora_alpha, margs.lora_dropout)
-    check_number("--learning_rate", targs.learning_rate, above=0)
-    check_number("--weight_decay", targs.weight_decay, at_least=0)
-    check_number("--num_train_epochs", targs.num_train_epochs, above=0)
-    if not torch.cuda.is_available():
-        targs.dataloader_pin_memory = False  # nothing to pin for
+    check_trainer_arguments(targs)
     if not targs.resume_from_checkpoint:  # a resumed run goes on in the folder of its checkpoints
         inputs = [margs.model_name_or_path, data.train_file, data.validation_file, data.test_file]
         check_output_dir(targs.output_dir, targs.overwrite_output_dir, inputs=inputs)

@@ -26,20 +26,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch.utils.data import Subset
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_gpt_scratch.cli import (
     ArgumentParser,
     CLIError,
+    ModelSource,
     check_number,
     check_output_dir,
+    check_trainer_arguments,
     publish_into,
     run_cli,
 )
 from modeling_gpt_scratch.instruction import (
     InstructionCollator,
+    InstructionDataArguments,
     InstructionDataset,
     add_chat_template,
     add_lora,
@@ -79,19 +81,7 @@ BOOK_DEFAULTS = {
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "a saved or converted causal-LM folder (or Hub id) to fine-tune"}
-    )
-    config_name: str | None = field(
-        default=None, metadata={"help": "start from random weights instead: a preset (tiny, gpt2-small, ...)"}
-    )
-    config_overrides: str | None = field(
-        default=None, metadata={"help": 'with --config_name: e.g. "emb_dim=64,n_layers=2,context_length=512"'}
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
-    )
+class ModelArguments(ModelSource):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "write into an --output_dir that already holds files"}
     )
@@ -102,15 +92,10 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(InstructionDataArguments):
     train_file: str | None = field(
         default=None,
         metadata={"help": "Alpaca JSON or JSONL file; default: the book's instruction-data.json"},
-    )
-    dataset_name: str | None = field(default=None, metadata={"help": "a `datasets` name instead of a file"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
-    data_cache_dir: str | None = field(
-        default=None, metadata={"help": "where the default data is downloaded to or found (pre-fill offline)"}
     )
     allowed_max_length: int = field(
         default=1024, metadata={"help": "cut examples to this many tokens (book: 1024; at most the context)"}
@@ -118,12 +103,6 @@ class DataArguments:
     mask_prompt: bool = field(
         default=False, metadata={"help": "leave instruction and input tokens out of the loss (exercise 7.2)"}
     )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "use only the first N train entries"}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "... validation entries"})
-    max_test_samples: int | None = field(default=None, metadata={"help": "... test entries (generation)"})
-    max_new_tokens: int = field(default=256, metadata={"help": "tokens per test response (book: 256)"})
 
 
 class Parser(ArgumentParser, HfArgumentParser):
@@ -149,11 +128,7 @@ def parse_args(argv=None):
     for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
         check_number(f"--{name}", getattr(data_args, name), at_least=0)
     check_lora_options(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
-    check_number("--learning_rate", training_args.learning_rate, above=0)
-    check_number("--weight_decay", training_args.weight_decay, at_least=0)
-    check_number("--num_train_epochs", training_args.num_train_epochs, above=0)
-    if not torch.cuda.is_available():
-        training_args.dataloader_pin_memory = False  # nothing to pin for
+    check_trainer_arguments(training_args)
     inputs = [model_args.model_name_or_path, data_args.train_file]
     check_output_dir(training_args.output_dir, model_args.overwrite_output_dir, inputs=inputs)
     return model_args, data_args, training_args

@@ -35,8 +35,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling_gpt_scratch.cli import CLIError, atomic_output_dir, one_line, run_cli
-from modeling_gpt_scratch.instruction import check_lora_options
+from modeling_gpt_scratch.cli import CLIError, ModelSource, atomic_output_dir, one_line, run_cli
+from modeling_gpt_scratch.instruction import InstructionDataArguments, check_lora_options
 from modeling_gpt_scratch.resolve import check_vocab_fits, load_causal_lm, load_tokenizer_for
 
 RESPONSES_FILE = "preference-responses.json"
@@ -45,22 +45,10 @@ DEFAULT_OUTPUT = "out/finetune-preference"
 
 
 @dataclass
-class ScriptArguments:
+class ScriptArguments(InstructionDataArguments, ModelSource):
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "the model to align: a saved causal-LM folder (or Hub id), typically SFT"},
-    )
-    config_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "start from random weights instead (a preset: tiny, ...); for tests and benchmarks"
-        },
-    )
-    config_overrides: str | None = field(
-        default=None, metadata={"help": 'with --config_name: e.g. "emb_dim=32,n_layers=2,n_heads=2"'}
-    )
-    tokenizer_name: str | None = field(
-        default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
     )
     train_file: str | None = field(
         default=None,
@@ -68,17 +56,6 @@ class ScriptArguments:
             "help": "JSON or JSONL preference file; default: the book's instruction-data-with-preference.json"
         },
     )
-    dataset_name: str | None = field(default=None, metadata={"help": "a `datasets` name instead of a file"})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
-    data_cache_dir: str | None = field(
-        default=None, metadata={"help": "where the default data is downloaded to or found (pre-fill offline)"}
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "use only the first N train entries"}
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "... validation entries"})
-    max_test_samples: int | None = field(default=None, metadata={"help": "... test entries (responses)"})
-    max_new_tokens: int = field(default=256, metadata={"help": "tokens per test response (book: 256)"})
     book_eval_steps: int = field(
         default=5,
         metadata={"help": "print the book's metrics every N steps (book: 5); 0: before and after only"},

@@ -14,7 +14,7 @@ convention, option checks, and atomic output folders.
 - `check_output_dir(...)`, `lock_output_dir(...)`: refuse a non-empty output without
   --overwrite_output_dir, an output that is the script's own input, and a second writer.
 - `ArgumentParser`: argparse whose mistakes are a `CLIError` too; `check_number(flag, value, ...)`:
-  finite and in range.
+  finite and in range; `ModelSource`: the fine-tuning scripts' options for the model they start from.
 
 A script ends with `sys.exit(run_cli(main))`; a distributed one with `exit_process(run_cli(main))`.
 """
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EXIT_ERROR = 1  # bad input or output: one `error:` line
@@ -269,6 +270,25 @@ class ArgumentParser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see --help)")
 
 
+@dataclass
+class ModelSource:
+    """The model a fine-tuning script starts from (options for transformers' HfArgumentParser). A
+    script that says more about its --model_name_or_path redefines that field, which keeps its place."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a saved or converted causal-LM folder (or Hub id) to fine-tune"}
+    )
+    config_name: str | None = field(
+        default=None, metadata={"help": "start from random weights instead: a preset (tiny, gpt2-small, ...)"}
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'with --config_name: e.g. "emb_dim=64,n_layers=2,context_length=512"'}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "default: the model folder's tokenizer, else GPT-2's"}
+    )
+
+
 def check_number(flag: str, value, *, at_least=None, above=None, at_most=None, below=None):
     """`value` (None: not given, passes) as a finite number within the bounds; else a `CLIError`."""
     if value is None:
@@ -284,6 +304,18 @@ def check_number(flag: str, value, *, at_least=None, above=None, at_most=None, b
         if bound is not None and not ok(bound):
             raise CLIError(f"{flag} must be {words} {bound}, got {value}")
     return value
+
+
+def check_trainer_arguments(args) -> None:
+    """What transformers' `TrainingArguments` lets through and a fine-tuning run cannot use: a rate,
+    decay or length that does not train. Without a GPU it turns memory pinning off (nothing to pin for)."""
+    import torch
+
+    check_number("--learning_rate", args.learning_rate, above=0)
+    check_number("--weight_decay", args.weight_decay, at_least=0)
+    check_number("--num_train_epochs", args.num_train_epochs, above=0)
+    if not torch.cuda.is_available():
+        args.dataloader_pin_memory = False
 
 
 def rank() -> int:

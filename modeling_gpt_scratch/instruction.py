@@ -13,6 +13,7 @@ our model's loss read (see `InstructionCollator`).
 """
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -99,6 +100,27 @@ def judge_prompt(entry: dict, response_key: str = "model_response") -> str:
 
 
 # ------------------------------------------------------------------------------------------ files
+@dataclass
+class InstructionDataArguments:
+    """The data options of the chapter-7 scripts (finetune_instruction.py, finetune_preference.py): the
+    entries, the quick-run cuts, the test responses' length."""
+
+    train_file: str | None = field(
+        default=None, metadata={"help": "JSON or JSONL file; default: the book's data (see --data_cache_dir)"}
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "a `datasets` name instead of a file"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its configuration"})
+    data_cache_dir: str | None = field(
+        default=None, metadata={"help": "where the default data is downloaded to or found (pre-fill offline)"}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "use only the first N train entries"}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "... validation entries"})
+    max_test_samples: int | None = field(default=None, metadata={"help": "... test entries (responses)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "tokens per test response (book: 256)"})
+
+
 def instruction_data_path(cache_dir=None, url: str = INSTRUCTION_DATA_URL, timeout: float = 30.0) -> Path:
     """The book's `instruction-data.json` in `cache_dir` (default `$GPT_SCRATCH_CACHE`, else
     `~/.cache/gpt-scratch/data`), downloaded once (see `data.cached_download`)."""
