@@ -39,7 +39,6 @@ import torch
 from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
 )
@@ -55,13 +54,13 @@ from modeling_gpt_scratch.classification import (
     sms_spam_path,
 )
 from modeling_gpt_scratch.cli import (
-    ArgumentParser,
     CLIError,
     ModelSource,
     check_number,
     check_output_dir,
     check_trainer_arguments,
     exit_process,
+    hf_argument_parser,
     publish_into,
     run_cli,
 )
@@ -156,10 +155,6 @@ class ClassifierTrainingArguments(TrainingArguments):
         default=50, metadata={"help": "log the training loss every N steps (book: 50)"}
     )
     seed: int = field(default=123, metadata={"help": "the book's torch.manual_seed(123)"})
-
-
-class Parser(ArgumentParser, HfArgumentParser):
-    """HfArgumentParser whose mistakes are one `error:` line."""
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -309,9 +304,8 @@ def confusion_matrix(preds, labels, names):
 
 # ---------------------------------------------------------------------------------------------- main
 def parse(argv):
-    parser = Parser(
-        (ModelArguments, DataArguments, ClassifierTrainingArguments), prog="finetune_classifier.py"
-    )
+    dataclasses = (ModelArguments, DataArguments, ClassifierTrainingArguments)
+    parser = hf_argument_parser(dataclasses, "finetune_classifier.py")
     try:
         margs, data, targs = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # TrainingArguments' own checks (fp16 on CPU, ...)

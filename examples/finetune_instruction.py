@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Subset
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from modeling_gpt_scratch.cli import (
-    ArgumentParser,
     CLIError,
     ModelSource,
     check_number,
     check_output_dir,
     check_trainer_arguments,
+    hf_argument_parser,
     publish_into,
     run_cli,
 )
@@ -105,13 +105,9 @@ class DataArguments(InstructionDataArguments):
     )
 
 
-class Parser(ArgumentParser, HfArgumentParser):
-    """HfArgumentParser whose mistakes are one `error:` line."""
-
-
 def parse_args(argv=None):
-    parser = Parser((ModelArguments, DataArguments, TrainingArguments), prog="finetune_instruction.py")
-    parser.description = __doc__.split("\n\n")[0]
+    dataclasses, description = (ModelArguments, DataArguments, TrainingArguments), __doc__.split("\n\n")[0]
+    parser = hf_argument_parser(dataclasses, "finetune_instruction.py", description)
     parser.set_defaults(**BOOK_DEFAULTS)
     try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)

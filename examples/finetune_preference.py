@@ -35,7 +35,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling_gpt_scratch.cli import CLIError, ModelSource, atomic_output_dir, one_line, run_cli
+from modeling_gpt_scratch.cli import (
+    CLIError,
+    ModelSource,
+    atomic_output_dir,
+    hf_argument_parser,
+    one_line,
+    run_cli,
+)
 from modeling_gpt_scratch.instruction import InstructionDataArguments, check_lora_options
 from modeling_gpt_scratch.resolve import check_vocab_fits, load_causal_lm, load_tokenizer_for
 
@@ -81,14 +88,12 @@ class ScriptArguments(InstructionDataArguments, ModelSource):
 
 
 def parse_args(argv=None):
-    from transformers import HfArgumentParser
     from trl import DPOConfig
 
     from modeling_gpt_scratch.preference import BOOK_DPO_DEFAULTS
 
-    parser = HfArgumentParser((ScriptArguments, DPOConfig))
-    parser.prog = "finetune_preference.py"
-    parser.description = __doc__.split("\n\n")[0]
+    description = __doc__.split("\n\n")[0]
+    parser = hf_argument_parser((ScriptArguments, DPOConfig), "finetune_preference.py", description)
     parser.set_defaults(output_dir=DEFAULT_OUTPUT, **BOOK_DPO_DEFAULTS)
     try:
         args, config = parser.parse_args_into_dataclasses(args=argv)

@@ -264,10 +264,23 @@ def write_json(path: str | os.PathLike, data, indent: int = 1) -> None:
 # ------------------------------------------------------------------------------------------ options
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a mistake is a `CLIError` (one `error:` line, status 1), not the usage text and
-    status 2. Mixes into `HfArgumentParser` too: `class Parser(ArgumentParser, HfArgumentParser)`."""
+    status 2. `hf_argument_parser` mixes it into transformers' `HfArgumentParser`."""
 
     def error(self, message):
         raise CLIError(f"{message} (see --help)")
+
+
+def hf_argument_parser(dataclass_types, prog: str, description: str | None = None):
+    """transformers' `HfArgumentParser` over `dataclass_types` (the Trainer scripts' options), whose
+    mistakes are a `CLIError` as `ArgumentParser`'s are."""
+    from transformers import HfArgumentParser
+
+    class Parser(ArgumentParser, HfArgumentParser):
+        pass
+
+    parser = Parser(dataclass_types, prog=prog)
+    parser.description = description
+    return parser
 
 
 @dataclass
