@@ -3,15 +3,19 @@
 - Recipes: the default settings, by what is trained (`recipe_for`): the book's chapter 5 for its
   models, settings that learn in a minute for the small `tiny` preset (`make demo`).
 - Accelerate: `make_accelerator` (one call, one error line; FSDP2 on CPU, see `use_fsdp2_on_cpu`),
-  portable checkpoints (`register_portable_checkpoints`), the full model at the end (`final_model`).
+  portable checkpoints (`register_portable_checkpoints`), the full model at the end (`final_model`),
+  --report_to's trackers (`trackers`).
 - Data: text files tokenized once through `datasets` (`token_streams`), the book's windows
   (`modeling_gpt_scratch.data.SlidingWindowDataset`), a resumable shuffle (`EpochSampler`), the fixed
   windows each evaluation uses (`spread`).
 - The book's pieces: `calc_loss_batch`, `evaluate_model`, `generate_sample`, `plot_losses`,
-  `book_init_`.
+  `book_init_`; the model to train (`new_model`).
+- The run's record: `Progress` (steps, tokens, losses, evaluations; the bar and the trackers' logs),
+  and its end, `finish_run` (model and tokenizer, log and plot, the Hub).
 - Checkpoints: `save_checkpoint` (complete or invisible), `find_checkpoint` ("latest" = the newest
   complete one), `read_checkpoint` (checked against the model and the run), `prune_checkpoints`.
-- `StopRequest`: Ctrl-C / SIGTERM ask for a checkpoint and a stop at the end of the current step.
+- `StopRequest`: Ctrl-C / SIGTERM ask for a checkpoint and a stop at the end of the current step
+  (`stops`: they, or --stop_after_steps, end the run after this step); `checkpoint_due`.
 """
 
 import collections
