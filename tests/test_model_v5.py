@@ -313,14 +313,20 @@ def test_tensor_parallel_and_pipeline_plans_name_real_modules():
     config = tiny_config()
     tp = type(config).base_model_tp_plan
     assert tp == {
+        "tok_emb": "embedding_rowwise",
         "trf_blocks.*.att.W_query": "colwise",
         "trf_blocks.*.att.W_key": "colwise",
         "trf_blocks.*.att.W_value": "colwise",
         "trf_blocks.*.att.out_proj": "rowwise",
+        "trf_blocks.*.ff.layers.*": "gpt_scratch_ff",
     }
-    names = {n for n, _ in GPTScratchModel(config).named_modules()}
+    model = GPTScratchModel(config)
+    names = {n for n, _ in model.named_modules()}
     for pattern in tp:
         assert pattern.replace("*", "0") in names, pattern
+    # the book's parameter names stay the state-dict keys
+    assert {"trf_blocks.0.ff.layers.0.weight", "trf_blocks.0.ff.layers.2.weight"} <= set(model.state_dict())
+    assert GPTScratchForCausalLM(config).tp_plan["out_head"] == "colwise_gather_output"
     assert set(type(config).base_model_pp_plan) == {"tok_emb", "pos_emb", "trf_blocks", "final_norm"}
     for name in type(config).base_model_pp_plan:
         assert name in names
@@ -339,15 +345,18 @@ ids = torch.tensor(json.loads(os.environ["TP_IDS"]))
 with torch.no_grad():
     logits = model(ids).logits
     generated = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
-w_query = model.model.trf_blocks[0].att.W_query.weight
+shards = {
+    name: (type(p).__name__, tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape))
+    for name, p in model.named_parameters()
+}
 if dist.get_rank() == 0:
     torch.save(
         {
             "world_size": dist.get_world_size(),
             "logits": logits,
             "generated": generated,
-            "sharded": type(w_query).__name__,
-            "local_shape": tuple(w_query.to_local().shape),
+            "shards": shards,
+            "tied": model.out_head.weight is model.model.tok_emb.weight,
         },
         out,
     )
@@ -357,8 +366,9 @@ dist.destroy_process_group()
 
 
 def test_tensor_parallel_on_two_cpu_processes(tmp_path):
-    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: Q/K/V/out_proj are sharded
-    DTensors, and logits and generated tokens are those of one process."""
+    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: the token embedding and tied head
+    by vocabulary, Q/K/V and the feed-forward's first Linear by output features, out_proj and its second
+    Linear by input features; logits and generated tokens are those of one process."""
     import json
     import os
     import subprocess
@@ -377,7 +387,22 @@ def test_tensor_parallel_on_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     assert got["world_size"] == 2
-    assert got["sharded"] == "DTensor" and got["local_shape"] == (16, 32)  # half of W_query's rows
+    block = "model.trf_blocks.1."
+    expected = {  # (out, in) halved on one side; emb_dim 32, 4 * 32 hidden units, VOCAB 300
+        "model.tok_emb.weight": (VOCAB // 2, 32),
+        block + "att.W_query.weight": (16, 32),
+        block + "att.W_query.bias": (16,),
+        block + "att.out_proj.weight": (32, 16),
+        block + "att.out_proj.bias": (32,),  # added once, after the all-reduce
+        block + "ff.layers.0.weight": (64, 32),
+        block + "ff.layers.0.bias": (64,),
+        block + "ff.layers.2.weight": (32, 64),
+        block + "ff.layers.2.bias": (32,),
+    }
+    for name, shape in expected.items():
+        assert got["shards"][name] == ("DTensor", shape), name
+    assert got["tied"]
+    assert got["shards"]["model.pos_emb.weight"] == ("Parameter", (64, 32))  # small, replicated
     with torch.no_grad():
         assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
         expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
