@@ -124,6 +124,23 @@ def test_packed_sequences_equal_separate_sequences(attn, training):
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_row_may_be_longer_than_the_context(attn):
+    """Packing puts several sequences in one row; each must fit the context, the row need not (GPT-2 takes
+    such a row too). Without the caller's positions the same row is one sequence, too long: an error."""
+    model = tiny_model(attn, context_length=16)
+    rows = [torch.randint(1, VOCAB, (1, n)) for n in (16, 9, 14)]
+    position_ids = torch.cat([torch.arange(row.shape[1]) for row in rows])[None]
+    with torch.no_grad():
+        got = model(torch.cat(rows, dim=1), position_ids=position_ids).logits
+        expected = torch.cat([model(row).logits for row in rows], dim=1)
+    assert got.shape[1] == 39 and (got - expected).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="context_length is 16"):
+        model(torch.cat(rows, dim=1))
+    with pytest.raises(ValueError, match="context_length is 16"):  # a position past the context
+        model(torch.cat(rows, dim=1), position_ids=torch.arange(39)[None])
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
 def test_custom_4d_mask(attn, dtype):
     """A caller's 4D mask is used as given: here the block-diagonal causal mask of two packed rows,
@@ -307,6 +324,50 @@ def test_both_cache_names():
     assert torch.equal(old_name.logits, new_name.logits)
     assert (new_name.logits - full[:, 6:]).abs().max() <= 1e-5
     assert getattr(new_name, CACHE_FIELD).get_seq_length() == 10
+
+
+def test_past_key_values_warns_as_in_gpt2():
+    """From transformers 5.24 its models take the cache as `cache` and warn when it comes as
+    `past_key_values` (GPT-2 does); before, `past_key_values` is the name and nothing warns."""
+    import warnings
+
+    from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+    ours = tiny_model("sdpa")
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    ).eval()
+    ids = torch.randint(1, VOCAB, (2, 5))
+
+    def warnings_of(model, **kwargs):
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            out = model(ids, use_cache=True, **kwargs)
+        assert getattr(out, CACHE_FIELD).get_seq_length() == 5
+        return [str(w.message) for w in caught if "is deprecated" in str(w.message)]
+
+    for model in (ours, gpt2):
+        old = warnings_of(model, past_key_values=DynamicCache(config=model.config))
+        assert len(old) == (1 if CACHE_FIELD == "cache" else 0), (type(model).__name__, old)
+        assert all("`past_key_values` is deprecated" in message for message in old)
+        if CACHE_FIELD == "cache":
+            assert warnings_of(model, cache=DynamicCache(config=model.config)) == []
+    assert warnings_of(ours) == []
+
+
+def test_feed_forward_parallel_style_splits_by_place():
+    """One plan rule, `trf_blocks.*.ff.layers.*`, reaches the three modules of the book's nn.Sequential; the
+    style turns it into column-wise for the first Linear, row-wise for the second, nothing for the GELU."""
+    from modeling_gpt_scratch.modeling_gpt_scratch import ALL_PARALLEL_STYLES, FeedForwardParallel
+
+    layers = GPTScratchModel(tiny_config()).trf_blocks[0].ff.layers
+    style = ALL_PARALLEL_STYLES["gpt_scratch_ff"]
+    assert isinstance(style, FeedForwardParallel)
+    assert style._style(layers[0]) is ALL_PARALLEL_STYLES["colwise"]
+    assert style._style(layers[2]) is ALL_PARALLEL_STYLES["rowwise"]
+    forward = layers[1].forward
+    style.install_forward(layers[1], mesh=None)  # the GELU keeps its own forward
+    assert layers[1].forward == forward
 
 
 def test_tensor_parallel_and_pipeline_plans_name_real_modules():
