@@ -410,6 +410,11 @@ shards = {
     name: (type(p).__name__, tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape))
     for name, p in model.named_parameters()
 }
+model.train()  # drop_rate 0: one training step, each rank's gradients for its own shards
+loss = model(ids, labels=ids).loss
+loss.backward()
+ff = model.model.trf_blocks[1].ff.layers
+grads = {i: ff[i].weight.grad.to_local() for i in (0, 2)}
 if dist.get_rank() == 0:
     torch.save(
         {
@@ -418,6 +423,8 @@ if dist.get_rank() == 0:
             "generated": generated,
             "shards": shards,
             "tied": model.out_head.weight is model.model.tok_emb.weight,
+            "loss": loss.detach(),
+            "ff_grads": grads,
         },
         out,
     )
@@ -429,7 +436,8 @@ dist.destroy_process_group()
 def test_tensor_parallel_on_two_cpu_processes(tmp_path):
     """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: the token embedding and tied head
     by vocabulary, Q/K/V and the feed-forward's first Linear by output features, out_proj and its second
-    Linear by input features; logits and generated tokens are those of one process."""
+    Linear by input features; logits, generated tokens, the loss and (rank 0's half of) the feed-forward's
+    gradients are those of one process."""
     import json
     import os
     import subprocess
@@ -468,6 +476,14 @@ def test_tensor_parallel_on_two_cpu_processes(tmp_path):
         assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
         expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     assert torch.equal(got["generated"], expected)
+    model.train()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    assert (got["loss"] - loss.detach()).abs() <= 1e-5
+    ff = model.model.trf_blocks[1].ff.layers
+    # rank 0 holds the first half of the rows of ff.layers.0, the first half of the columns of ff.layers.2
+    assert torch.allclose(got["ff_grads"][0], ff[0].weight.grad[:64], atol=1e-6)
+    assert torch.allclose(got["ff_grads"][2], ff[2].weight.grad[:, :64], atol=1e-6)
 
 
 def test_continuous_batching_generates_what_generate_does():
