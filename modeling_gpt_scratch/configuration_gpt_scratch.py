@@ -73,17 +73,19 @@ class GPTScratchConfig(PretrainedConfig):
 
     model_type = "gpt_scratch"
     keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the KV cache: "cache" from transformers 5.24
-    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun): Q, K and V split by
-    # output features, so each rank holds whole heads, and the output projection by input features, so
-    # each block's attention needs one all-reduce. The feed-forward stays replicated: transformers
-    # matches plan rules with every number in a name replaced by `*`, so the book's `ff.layers.0` and
-    # `ff.layers.2` (an nn.Sequential) are one rule and cannot be split column- then row-wise, and
-    # renaming them would break the book's state dict.
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun), Megatron's split: Q, K, V and
+    # the feed-forward's first Linear split by output features (each rank holds whole heads and a slice of the
+    # hidden units), the output projections by input features, so each block needs two all-reduces; the token
+    # embedding split by vocabulary. transformers matches rules with every layer number replaced by `*`, so the
+    # book's `ff.layers.0` and `ff.layers.2` (an nn.Sequential) share one rule: its style, "gpt_scratch_ff"
+    # (registered by modeling_gpt_scratch.py), splits each Linear by where it sits, keeping the book's names.
     base_model_tp_plan = {
+        "tok_emb": "embedding_rowwise",
         "trf_blocks.*.att.W_query": "colwise",
         "trf_blocks.*.att.W_key": "colwise",
         "trf_blocks.*.att.W_value": "colwise",
         "trf_blocks.*.att.out_proj": "rowwise",
+        "trf_blocks.*.ff.layers.*": "gpt_scratch_ff",
     }
     # Pipeline stages: which inputs each top-level part takes and what it hands on.
     base_model_pp_plan = {

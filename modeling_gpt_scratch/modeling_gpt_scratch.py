@@ -14,12 +14,15 @@ This file and `configuration_gpt_scratch.py` are copied next to saved weights, s
 installed packages and each other.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.distributed.tensor_parallel import ALL_PARALLEL_STYLES, TensorParallelLayer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -80,6 +83,33 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+
+
+class FeedForwardParallel(TensorParallelLayer):
+    """Tensor parallelism for `FeedForward.layers`, the tensor-parallel plan's style "gpt_scratch_ff".
+
+    transformers matches plan rules with layer numbers replaced by `*`, so the book's `ff.layers.0` and
+    `ff.layers.2` meet one rule, `ff.layers.*`. This style splits each Linear by its place, as Megatron
+    does: the first by output features ("colwise"), the one that feeds the shortcut by input features
+    ("rowwise", one all-reduce); the GELU between them works on each rank's slice as it is.
+    """
+
+    @staticmethod
+    def _style(module):
+        return ALL_PARALLEL_STYLES["rowwise" if getattr(module, "residual_projection", False) else "colwise"]
+
+    def validate_param(self, module, *args, **kwargs):
+        return self._style(module).validate_param(module, *args, **kwargs)
+
+    def shard_param(self, module, *args, **kwargs):
+        return self._style(module).shard_param(module, *args, **kwargs)
+
+    def install_forward(self, module, *args, **kwargs):
+        if isinstance(module, nn.Linear):
+            return self._style(module).install_forward(module, *args, **kwargs)
+
+
+ALL_PARALLEL_STYLES.register("gpt_scratch_ff", FeedForwardParallel())
 
 
 def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -273,6 +303,13 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         if self.gradient_checkpointing and self.training:
             use_cache = False
+        if past_key_values is not None and CACHE_FIELD == "cache" and not torch.compiler.is_compiling():
+            # as transformers' own models do from 5.24 on (its common tests check for this warning)
+            warnings.warn(
+                "`past_key_values` is deprecated from transformers 5.24: pass `cache`.",
+                FutureWarning,
+                stacklevel=2,
+            )
         if cache is None:
             cache = past_key_values
         if isinstance(cache, (tuple, list)):
@@ -291,6 +328,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
         # An int, or a tensor for static caches (None for a paged cache)
         past_len = None if paged else cache.get_seq_length() if cache is not None else 0
 
+        positions_given = position_ids is not None
         if position_ids is None:
             if attention_mask is not None and attention_mask.ndim == 2:
                 # Positions follow the mask, so a left-padded row computes what it computes alone.
@@ -299,7 +337,7 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
                 position_ids = (
                     torch.arange(num_tokens, device=device) + (past_len if past_len is not None else 0)
                 )[None]
-        self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len)
+        self._check_inputs(input_ids, num_tokens, attention_mask, position_ids, past_len, positions_given)
         if input_ids is not None:
             inputs_embeds = self.tok_emb(input_ids)
 
@@ -322,13 +360,14 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
 
         return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache if use_cache else None})
 
-    def _check_inputs(self, input_ids, num_tokens, attention_mask, position_ids, past_len):
+    def _check_inputs(self, input_ids, num_tokens, attention_mask, position_ids, past_len, positions_given):
         """Bad input gets a clear `ValueError` here instead of an index error deep inside `nn.Embedding`
         (or a device-side assert on a GPU), without stalling a GPU at every decode step:
 
         - Lengths are first checked from shapes, which costs nothing and also holds under compilation:
           the tokens of a 2D mask (what `generate` passes), or cache length + new tokens when the cache
-          length is a Python int (the dynamic cache).
+          length is a Python int (the dynamic cache). Not for packed sequences (the caller's positions,
+          no cache, no mask): their positions restart, so one row may hold more tokens than the context.
         - Values (token ids inside the vocabulary, positions below `context_length`) need the tensors'
           contents on the host. On an accelerator that is a sync, so they are read only for inputs of
           more than one token per row: once per prompt, never per decode step (the tokens `generate`
@@ -340,6 +379,8 @@ class GPTScratchModel(GPTScratchPreTrainedModel):
             total = 0
         elif attention_mask is not None and attention_mask.ndim == 2:
             total = attention_mask.shape[-1]
+        elif positions_given and isinstance(past_len, int) and past_len == 0:
+            total = 0
         else:
             total = past_len + num_tokens if isinstance(past_len, int) else 0
         if total > self.config.context_length:
@@ -370,6 +411,9 @@ class GPTScratchForCausalLM(GPTScratchPreTrainedModel, GenerationMixin):
     """The book's `GPTModel`: the transformer plus `out_head`, the linear map to vocabulary logits."""
 
     _tied_weights_keys = {"out_head.weight": "model.tok_emb.weight"}
+    # Under tensor parallelism the head is split by vocabulary like the token embedding it may be tied to,
+    # and its logits gathered.
+    _tp_plan = {"out_head": "colwise_gather_output"}
 
     def __init__(self, config: GPTScratchConfig):
         super().__init__(config)
@@ -524,6 +568,7 @@ __all__ = [
     "LayerNorm",
     "GELU",
     "FeedForward",
+    "FeedForwardParallel",
     "MultiHeadAttention",
     "TransformerBlock",
     "GPTScratchPreTrainedModel",

@@ -124,6 +124,23 @@ def test_packed_sequences_equal_separate_sequences(attn, training):
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_row_may_be_longer_than_the_context(attn):
+    """Packing puts several sequences in one row; each must fit the context, the row need not (GPT-2 takes
+    such a row too). Without the caller's positions the same row is one sequence, too long: an error."""
+    model = tiny_model(attn, context_length=16)
+    rows = [torch.randint(1, VOCAB, (1, n)) for n in (16, 9, 14)]
+    position_ids = torch.cat([torch.arange(row.shape[1]) for row in rows])[None]
+    with torch.no_grad():
+        got = model(torch.cat(rows, dim=1), position_ids=position_ids).logits
+        expected = torch.cat([model(row).logits for row in rows], dim=1)
+    assert got.shape[1] == 39 and (got - expected).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="context_length is 16"):
+        model(torch.cat(rows, dim=1))
+    with pytest.raises(ValueError, match="context_length is 16"):  # a position past the context
+        model(torch.cat(rows, dim=1), position_ids=torch.arange(39)[None])
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("dtype", [torch.bool, torch.float32])
 def test_custom_4d_mask(attn, dtype):
     """A caller's 4D mask is used as given: here the block-diagonal causal mask of two packed rows,
@@ -309,18 +326,68 @@ def test_both_cache_names():
     assert getattr(new_name, CACHE_FIELD).get_seq_length() == 10
 
 
+def test_past_key_values_warns_as_in_gpt2():
+    """From transformers 5.24 its models take the cache as `cache` and warn when it comes as
+    `past_key_values` (GPT-2 does); before, `past_key_values` is the name and nothing warns."""
+    import warnings
+
+    from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+    ours = tiny_model("sdpa")
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    ).eval()
+    ids = torch.randint(1, VOCAB, (2, 5))
+
+    def warnings_of(model, **kwargs):
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            out = model(ids, use_cache=True, **kwargs)
+        assert getattr(out, CACHE_FIELD).get_seq_length() == 5
+        return [str(w.message) for w in caught if "is deprecated" in str(w.message)]
+
+    for model in (ours, gpt2):
+        old = warnings_of(model, past_key_values=DynamicCache(config=model.config))
+        assert len(old) == (1 if CACHE_FIELD == "cache" else 0), (type(model).__name__, old)
+        assert all("`past_key_values` is deprecated" in message for message in old)
+        if CACHE_FIELD == "cache":
+            assert warnings_of(model, cache=DynamicCache(config=model.config)) == []
+    assert warnings_of(ours) == []
+
+
+def test_feed_forward_parallel_style_splits_by_place():
+    """One plan rule, `trf_blocks.*.ff.layers.*`, reaches the three modules of the book's nn.Sequential; the
+    style turns it into column-wise for the first Linear, row-wise for the second, nothing for the GELU."""
+    from modeling_gpt_scratch.modeling_gpt_scratch import ALL_PARALLEL_STYLES, FeedForwardParallel
+
+    layers = GPTScratchModel(tiny_config()).trf_blocks[0].ff.layers
+    style = ALL_PARALLEL_STYLES["gpt_scratch_ff"]
+    assert isinstance(style, FeedForwardParallel)
+    assert style._style(layers[0]) is ALL_PARALLEL_STYLES["colwise"]
+    assert style._style(layers[2]) is ALL_PARALLEL_STYLES["rowwise"]
+    forward = layers[1].forward
+    style.install_forward(layers[1], mesh=None)  # the GELU keeps its own forward
+    assert layers[1].forward == forward
+
+
 def test_tensor_parallel_and_pipeline_plans_name_real_modules():
     config = tiny_config()
     tp = type(config).base_model_tp_plan
     assert tp == {
+        "tok_emb": "embedding_rowwise",
         "trf_blocks.*.att.W_query": "colwise",
         "trf_blocks.*.att.W_key": "colwise",
         "trf_blocks.*.att.W_value": "colwise",
         "trf_blocks.*.att.out_proj": "rowwise",
+        "trf_blocks.*.ff.layers.*": "gpt_scratch_ff",
     }
-    names = {n for n, _ in GPTScratchModel(config).named_modules()}
+    model = GPTScratchModel(config)
+    names = {n for n, _ in model.named_modules()}
     for pattern in tp:
         assert pattern.replace("*", "0") in names, pattern
+    # the book's parameter names stay the state-dict keys
+    assert {"trf_blocks.0.ff.layers.0.weight", "trf_blocks.0.ff.layers.2.weight"} <= set(model.state_dict())
+    assert GPTScratchForCausalLM(config).tp_plan["out_head"] == "colwise_gather_output"
     assert set(type(config).base_model_pp_plan) == {"tok_emb", "pos_emb", "trf_blocks", "final_norm"}
     for name in type(config).base_model_pp_plan:
         assert name in names
@@ -339,15 +406,25 @@ ids = torch.tensor(json.loads(os.environ["TP_IDS"]))
 with torch.no_grad():
     logits = model(ids).logits
     generated = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
-w_query = model.model.trf_blocks[0].att.W_query.weight
+shards = {
+    name: (type(p).__name__, tuple(p.to_local().shape) if hasattr(p, "to_local") else tuple(p.shape))
+    for name, p in model.named_parameters()
+}
+model.train()  # drop_rate 0: one training step, each rank's gradients for its own shards
+loss = model(ids, labels=ids).loss
+loss.backward()
+ff = model.model.trf_blocks[1].ff.layers
+grads = {i: ff[i].weight.grad.to_local() for i in (0, 2)}
 if dist.get_rank() == 0:
     torch.save(
         {
             "world_size": dist.get_world_size(),
             "logits": logits,
             "generated": generated,
-            "sharded": type(w_query).__name__,
-            "local_shape": tuple(w_query.to_local().shape),
+            "shards": shards,
+            "tied": model.out_head.weight is model.model.tok_emb.weight,
+            "loss": loss.detach(),
+            "ff_grads": grads,
         },
         out,
     )
@@ -357,8 +434,10 @@ dist.destroy_process_group()
 
 
 def test_tensor_parallel_on_two_cpu_processes(tmp_path):
-    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: Q/K/V/out_proj are sharded
-    DTensors, and logits and generated tokens are those of one process."""
+    """`from_pretrained(folder, tp_plan="auto")` in 2 processes over gloo: the token embedding and tied head
+    by vocabulary, Q/K/V and the feed-forward's first Linear by output features, out_proj and its second
+    Linear by input features; logits, generated tokens, the loss and (rank 0's half of) the feed-forward's
+    gradients are those of one process."""
     import json
     import os
     import subprocess
@@ -377,11 +456,34 @@ def test_tensor_parallel_on_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     got = torch.load(tmp_path / "out.pt", weights_only=False)
     assert got["world_size"] == 2
-    assert got["sharded"] == "DTensor" and got["local_shape"] == (16, 32)  # half of W_query's rows
+    block = "model.trf_blocks.1."
+    expected = {  # (out, in) halved on one side; emb_dim 32, 4 * 32 hidden units, VOCAB 300
+        "model.tok_emb.weight": (VOCAB // 2, 32),
+        block + "att.W_query.weight": (16, 32),
+        block + "att.W_query.bias": (16,),
+        block + "att.out_proj.weight": (32, 16),
+        block + "att.out_proj.bias": (32,),  # added once, after the all-reduce
+        block + "ff.layers.0.weight": (64, 32),
+        block + "ff.layers.0.bias": (64,),
+        block + "ff.layers.2.weight": (32, 64),
+        block + "ff.layers.2.bias": (32,),
+    }
+    for name, shape in expected.items():
+        assert got["shards"][name] == ("DTensor", shape), name
+    assert got["tied"]
+    assert got["shards"]["model.pos_emb.weight"] == ("Parameter", (64, 32))  # small, replicated
     with torch.no_grad():
         assert (got["logits"] - model(ids).logits).abs().max() <= 1e-5
         expected = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
     assert torch.equal(got["generated"], expected)
+    model.train()
+    loss = model(ids, labels=ids).loss
+    loss.backward()
+    assert (got["loss"] - loss.detach()).abs() <= 1e-5
+    ff = model.model.trf_blocks[1].ff.layers
+    # rank 0 holds the first half of the rows of ff.layers.0, the first half of the columns of ff.layers.2
+    assert torch.allclose(got["ff_grads"][0], ff[0].weight.grad[:64], atol=1e-6)
+    assert torch.allclose(got["ff_grads"][2], ff[2].weight.grad[:, :64], atol=1e-6)
 
 
 def test_continuous_batching_generates_what_generate_does():
