@@ -21,27 +21,34 @@ VOCAB = 300
 IMPLEMENTATIONS = ["eager", "sdpa", "flex_attention"]
 
 
+# The `tiny` preset's 4 heads, cut to a 300-token vocabulary (id 0 doubles as end of text and padding),
+# context 64, 3 layers 32 wide, with Q/K/V bias, no dropout and its own head (not tied).
+TINY = dict(vocab_size=VOCAB, context_length=64, emb_dim=32, n_layers=3, drop_rate=0.0, qkv_bias=True)
+TINY.update(tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+
+
 def tiny_config(**overrides):
-    cfg = dict(
-        vocab_size=VOCAB,
-        context_length=64,
-        emb_dim=32,
-        n_heads=4,
-        n_layers=3,
-        drop_rate=0.0,
-        qkv_bias=True,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    cfg.update(overrides)
-    return GPTScratchConfig(**cfg)
+    return GPTScratchConfig.from_preset("tiny", **{**TINY, **overrides})
 
 
 def tiny_model(attn="sdpa", cls=GPTScratchForCausalLM, **overrides):
     model = cls(tiny_config(**overrides)).eval()
     model.set_attn_implementation(attn)
     return model
+
+
+def padding_mask(ids, pads):
+    """An attention mask for `ids` whose row i starts with `pads[i]` padding positions (left padding)."""
+    mask = torch.ones_like(ids)
+    for row, n in enumerate(pads):
+        mask[row, :n] = 0
+    return mask
+
+
+def padded_batch(length, pads, low=1):
+    """Random ids, one row of `length` per entry of `pads`, and their left-padding mask."""
+    ids = torch.randint(low, VOCAB, (len(pads), length))
+    return ids, padding_mask(ids, pads)
 
 
 @pytest.fixture(autouse=True)
@@ -62,9 +69,7 @@ def test_a_registered_attention_function_is_called_by_every_layer_with_the_kwarg
     AttentionInterface.register("recording_attention", recording_attention)
     AttentionMaskInterface.register("recording_attention", sdpa_mask)  # masks shaped as for sdpa
     model = tiny_model("sdpa")
-    ids = torch.randint(1, VOCAB, (2, 9))
-    mask = torch.ones_like(ids)
-    mask[0, :4] = 0
+    ids, mask = padded_batch(9, [4, 0])
     with torch.no_grad():
         expected = model(ids, attention_mask=mask).logits
         model.set_attn_implementation("recording_attention")
@@ -92,9 +97,7 @@ def test_implementation_flags():
 @pytest.mark.parametrize("attn", IMPLEMENTATIONS)
 def test_implementations_agree(attn):
     model = tiny_model("eager")
-    ids = torch.randint(0, VOCAB, (2, 20))
-    mask = torch.ones_like(ids)
-    mask[1, :6] = 0
+    ids, mask = padded_batch(20, [0, 6], low=0)
     with torch.no_grad():
         expected = model(ids, attention_mask=mask).logits
         model.set_attn_implementation(attn)
@@ -179,10 +182,7 @@ def test_left_padded_row_computes_what_it_computes_alone(attn):
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_static_cache_generates_the_dynamic_cache_tokens(attn):
     model = tiny_model(attn)
-    ids = torch.randint(1, VOCAB, (3, 8))
-    mask = torch.ones_like(ids)
-    mask[1, :3] = 0  # a left-padded row
-    mask[2, :5] = 0
+    ids, mask = padded_batch(8, [0, 3, 5])  # two left-padded rows
     kwargs = dict(attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False)
     dynamic = model.generate(ids, **kwargs)
     static = model.generate(ids, cache_implementation="static", **kwargs)
@@ -216,9 +216,7 @@ def test_prefill_compiles_without_graph_breaks():
     """The input checks read tensor values only outside compilation, so a whole forward compiles too."""
     torch._dynamo.reset()
     model = tiny_model("sdpa")
-    ids = torch.randint(1, VOCAB, (2, 10))
-    mask = torch.ones_like(ids)
-    mask[0, :2] = 0
+    ids, mask = padded_batch(10, [2, 0])
     with torch.no_grad():
         compiled = torch.compile(model, fullgraph=True, backend="eager")
         got = compiled(ids, attention_mask=mask, use_cache=False).logits
@@ -229,11 +227,8 @@ def test_prefill_compiles_without_graph_breaks():
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_torch_export_with_and_without_a_mask(attn):
     model = tiny_model(attn)
-    ids = torch.randint(1, VOCAB, (2, 10))
-    mask = torch.ones_like(ids)
-    mask[0, :3] = 0
-    other_mask = torch.ones_like(ids)
-    other_mask[1, :6] = 0
+    ids, mask = padded_batch(10, [3, 0])
+    other_mask = padding_mask(ids, [0, 6])
     with torch.no_grad():
         plain = torch.export.export(model, (ids,), kwargs={"use_cache": False}).module()
         assert (plain(ids, use_cache=False).logits - model(ids).logits).abs().max() <= 1e-5
@@ -373,13 +368,12 @@ def test_feed_forward_parallel_style_splits_by_place():
 def test_tensor_parallel_and_pipeline_plans_name_real_modules():
     config = tiny_config()
     tp = type(config).base_model_tp_plan
-    assert tp == {
+    block = "trf_blocks.*."
+    assert tp == {  # Megatron's split: Q, K, V by output features, out_proj by input features
         "tok_emb": "embedding_rowwise",
-        "trf_blocks.*.att.W_query": "colwise",
-        "trf_blocks.*.att.W_key": "colwise",
-        "trf_blocks.*.att.W_value": "colwise",
-        "trf_blocks.*.att.out_proj": "rowwise",
-        "trf_blocks.*.ff.layers.*": "gpt_scratch_ff",
+        **{f"{block}att.{name}": "colwise" for name in ("W_query", "W_key", "W_value")},
+        f"{block}att.out_proj": "rowwise",
+        f"{block}ff.layers.*": "gpt_scratch_ff",  # the style splits ff.layers.0 and .2 by place
     }
     model = GPTScratchModel(config)
     names = {n for n, _ in model.named_modules()}
