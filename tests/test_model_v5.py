@@ -505,3 +505,69 @@ def test_generate_from_inputs_embeds():
     from_ids = model.generate(ids, **kwargs)
     from_embeds = model.generate(inputs_embeds=model.model.tok_emb(ids), **kwargs)
     assert torch.equal(from_embeds, from_ids[:, 6:])  # only the new tokens come back
+
+
+# ---------------------------------------------------------------- the CPU inference kernel
+
+
+def ops_called(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+ONEDNN_OP = "mkldnn::_linear_pointwise"
+
+
+def test_cpu_inference_takes_onednn_and_computes_what_f_linear_does():
+    """Without gradients every Linear (attention, feed-forward, head) goes to oneDNN; logits and
+    generated tokens equal those of `F.linear`, which `mkldnn.flags(enabled=False)` brings back."""
+    model = tiny_model("sdpa")
+    ids, mask = padded_batch(10, [0, 4])
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    with torch.no_grad():
+        ops = ops_called(lambda: model(ids, attention_mask=mask))
+        fast, fast_tokens = model(ids, attention_mask=mask).logits, model.generate(ids, **kwargs)
+        with torch.backends.mkldnn.flags(enabled=False):
+            slow_ops = ops_called(lambda: model(ids, attention_mask=mask))
+            slow, slow_tokens = model(ids, attention_mask=mask).logits, model.generate(ids, **kwargs)
+    assert ONEDNN_OP in ops and "aten::addmm" not in ops and "aten::mm" not in ops
+    assert ONEDNN_OP not in slow_ops and "aten::addmm" in slow_ops
+    assert (fast - slow).abs().max() <= 1e-5
+    assert torch.equal(fast_tokens, slow_tokens)
+
+
+def test_training_takes_f_linear_and_gets_gradients():
+    model = tiny_model("sdpa").train()
+    ids = torch.randint(1, VOCAB, (2, 10))
+    ops = ops_called(lambda: model(ids, labels=ids).loss.backward())
+    assert ONEDNN_OP not in ops
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_export_keeps_the_portable_product():
+    """An exported program may run on other devices: no oneDNN op in its graph."""
+    model = tiny_model("sdpa")
+    ids = torch.randint(1, VOCAB, (2, 10))
+    with torch.no_grad():
+        program = torch.export.export(model, (ids,), kwargs={"use_cache": False})
+    assert "mkldnn" not in str(program.graph)
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_onednn_product():
+    """Under `torch.compile` the product is an opaque custom op (inductor lowers the aten one only for
+    frozen weights); a compiled static-cache generate gives the eager tokens."""
+    torch._dynamo.reset()
+    model = tiny_model("sdpa")
+    ids, mask = padded_batch(8, [0, 3])
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        eager = model.generate(ids, **kwargs)
+        compiled_forward = torch.compile(model.forward, fullgraph=True)
+        cache = StaticCache(config=model.config, max_cache_len=16)
+        ops = ops_called(lambda: compiled_forward(ids, attention_mask=mask, cache=cache, use_cache=True))
+        model.forward = compiled_forward
+        compiled = model.generate(ids, cache_implementation="static", **kwargs)
+    assert "gpt_scratch::onednn_linear" in ops
+    assert torch.equal(eager, compiled)
