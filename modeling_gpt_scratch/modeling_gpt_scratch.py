@@ -1,7 +1,8 @@
 """The GPT from *Build a Large Language Model (From Scratch)* (S. Raschka), chapters 3-4, as a
 Hugging Face `transformers` model.
 
-It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `FeedForward`, the attention
+It reads top to bottom like chapter 4: `LayerNorm`, `GELU`, `Linear` (`nn.Linear` with a faster CPU
+inference kernel), `FeedForward`, the attention
 (chapter 3: `eager_attention`, the book's masked softmax, and `MultiHeadAttention`), `TransformerBlock`,
 then the model. Classes and parameter names are the book's (`tok_emb`, `pos_emb`, `trf_blocks`,
 `att.W_query`, `ff`, `norm1`, `final_norm`, `out_head`), the numerics are GPT-2's, and the
@@ -76,8 +77,8 @@ class Linear(nn.Linear):
 
     Without gradients, a float32 product on the CPU goes to oneDNN's matmul instead of the BLAS one
     `F.linear` calls. Same arithmetic, other kernel: on the benchmark machine (AMD EPYC, 2 threads) it
-    is 1.6-2.5x faster for the one-token products of cached generation and 1.2-1.5x for whole sequences
-    (`benchmarks/bench_cpu.py`), with the book's contiguous `[out, in]` weights. oneDNN's op has no
+    is 1.3-1.9x faster for the one-token products of cached generation and 1.1-1.5x for whole sequences
+    (`benchmarks/bench_linear_kernel.py`), with the book's contiguous `[out, in]` weights. oneDNN's op has no
     backward, so training takes `F.linear`; so do tensor-parallel and FSDP shards (DTensors), other
     devices and dtypes, `torch.export` (the exported graph stays portable), and
     `torch.backends.mkldnn.flags(enabled=False)`.
@@ -103,8 +104,11 @@ def _onednn_inference(x, weight):
         and type(weight) in (nn.Parameter, torch.Tensor)  # not a DTensor shard
         and weight.is_contiguous()
         and torch.backends.mkldnn.enabled
-        and not torch.compiler.is_exporting()
+        and not _is_exporting()
     )
+
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch < 2.6 has no such check
 
 
 if ONEDNN and not hasattr(torch.ops.gpt_scratch, "onednn_linear"):  # once, if this file is loaded twice
