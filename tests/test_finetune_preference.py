@@ -321,7 +321,9 @@ def env_for(tmp_path):
     return env
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+# Full fine-tuning is the same script path as LoRA but for the adapters: slow-marked to keep the default
+# suite under 15 minutes on two cores.
+@pytest.mark.parametrize("lora", [pytest.param(False, marks=pytest.mark.slow), True], ids=["full", "lora"])
 def test_script_trains_saves_and_answers(data_file, tmp_path, lora):
     out = tmp_path / "dpo"
     args = [*SMALL, *QUICK, "--train_file", str(data_file), "--identical_pairs", "keep"]
@@ -393,6 +395,7 @@ def test_two_processes_train_like_one(data_file, tmp_path):
     assert margins[1] == pytest.approx(margins[0], abs=2e-4)
 
 
+@pytest.mark.slow  # the same `hub.push_run` as the instruction script's round trip, which runs by default
 def test_push_to_hub_round_trip(data_file, shared_data, tmp_path):
     """--push_to_hub against the fake Hub of tests/fake_hub.py: the folder arrives whole, with a card."""
     from fake_hub import TOKEN, FakeHub
