@@ -72,6 +72,36 @@ class GELU(nn.Module):
         return F.gelu(x, approximate="tanh")
 
 
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch < 2.6 has no such check
+
+
+def _onednn_inference(x, weight):
+    """Whether `Linear` may take oneDNN's kernel for this product (see `Linear`)."""
+    return (
+        ONEDNN
+        and x.device.type == weight.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and type(weight) in (nn.Parameter, torch.Tensor)  # not a DTensor shard
+        and weight.is_contiguous()
+        and torch.backends.mkldnn.enabled
+        and not _is_exporting()
+    )
+
+
+if ONEDNN and not hasattr(torch.ops.gpt_scratch, "onednn_linear"):  # once, if this file is loaded twice
+
+    @torch.library.custom_op("gpt_scratch::onednn_linear", mutates_args=())
+    def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The oneDNN product as an opaque op for `torch.compile`."""
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @_onednn_linear.register_fake
+    def _(x, weight, bias):
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
 class Linear(nn.Linear):
     """`nn.Linear`, the same parameters and state dict, with a faster kernel for inference on the CPU.
 
@@ -90,37 +120,6 @@ class Linear(nn.Linear):
         if torch.compiler.is_compiling():  # inductor lowers the aten op only for frozen weights
             return torch.ops.gpt_scratch.onednn_linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-
-
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _onednn_inference(x, weight):
-    return (
-        ONEDNN
-        and x.device.type == weight.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and type(weight) in (nn.Parameter, torch.Tensor)  # not a DTensor shard
-        and weight.is_contiguous()
-        and torch.backends.mkldnn.enabled
-        and not _is_exporting()
-    )
-
-
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch < 2.6 has no such check
-
-
-if ONEDNN and not hasattr(torch.ops.gpt_scratch, "onednn_linear"):  # once, if this file is loaded twice
-
-    @torch.library.custom_op("gpt_scratch::onednn_linear", mutates_args=())
-    def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """The oneDNN product as an opaque op for `torch.compile`."""
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-    @_onednn_linear.register_fake
-    def _(x, weight, bias):
-        return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 class FeedForward(nn.Module):
