@@ -76,18 +76,23 @@ ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_li
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch < 2.6 has no such check
 
 
-def _onednn_inference(x, weight):
+def _onednn_inference(x, weight, bias):
     """Whether `Linear` may take oneDNN's kernel for this product (see `Linear`)."""
     return (
         ONEDNN
         and x.device.type == weight.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not (torch.is_grad_enabled() and _needs_grad(x, weight, bias))
         and type(weight) in (nn.Parameter, torch.Tensor)  # not a DTensor shard
         and weight.is_contiguous()
         and torch.backends.mkldnn.enabled
         and not _is_exporting()
     )
+
+
+def _needs_grad(x, weight, bias):
+    """A trainable bias alone (peft's `bias="all"` on frozen weights) also needs the autograd path."""
+    return x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
 
 
 if ONEDNN and not hasattr(torch.ops.gpt_scratch, "onednn_linear"):  # once, if this file is loaded twice
@@ -115,7 +120,7 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x):
-        if not _onednn_inference(x, self.weight):
+        if not _onednn_inference(x, self.weight, self.bias):
             return F.linear(x, self.weight, self.bias)
         if torch.compiler.is_compiling():  # inductor lowers the aten op only for frozen weights
             return torch.ops.gpt_scratch.onednn_linear(x, self.weight, self.bias)

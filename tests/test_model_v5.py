@@ -545,6 +545,17 @@ def test_training_takes_f_linear_and_gets_gradients():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_a_trainable_bias_on_a_frozen_weight_gets_its_gradient():
+    """peft's `bias="all"` freezes the weights but trains the biases: the product must keep autograd."""
+    model = tiny_model("sdpa").train()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.endswith("bias"))
+    ids = torch.randint(1, VOCAB, (2, 10))
+    model(ids, labels=ids).loss.backward()
+    assert model.model.trf_blocks[0].att.W_query.bias.grad is not None
+    assert model.model.trf_blocks[0].att.W_query.bias.grad.abs().sum() > 0
+
+
 def test_export_keeps_the_portable_product():
     """An exported program may run on other devices: no oneDNN op in its graph."""
     model = tiny_model("sdpa")
